@@ -1,0 +1,158 @@
+"""One frozen description of an MMU instance.
+
+The same object parameterises the Amaranth design (`hw/`), the reference MMU
+(`model/ref_mmu.py`) and the testbench (`sim/`), so changing one value here
+changes all three together.  Every rule is checked in ``__post_init__`` so an
+impossible configuration is refused with a message naming the field and the
+rule, before any hardware is elaborated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .errors import UserError
+
+
+class ConfigError(UserError):
+    """An impossible configuration: the message names the field and the rule."""
+
+
+class Policy(str, Enum):
+    """TLB replacement policies (the hardware implements each one)."""
+
+    LRU = "lru"
+    PLRU = "plru"  # tree pseudo-LRU
+    FIFO = "fifo"  # round-robin pointer per set
+    RANDOM = "random"  # 16-bit Galois LFSR, seeded
+
+    @classmethod
+    def parse(cls, text: str) -> "Policy":
+        try:
+            return cls(text.lower())
+        except ValueError:
+            names = ", ".join(p.value for p in cls)
+            raise ConfigError(f"policy {text!r}: must be one of {names}") from None
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+# LRU keeps a full recency order per set; in hardware that is an age matrix whose
+# size grows with ways squared, so it is offered for small associativity only.
+MAX_LRU_WAYS = 16
+
+
+@dataclass(frozen=True)
+class TLBConfig:
+    """One TLB: a main array for 4 KiB pages plus a small fully associative
+    array for 2 MiB and 1 GiB pages (see docs/reference.md, "TLB organisation").
+
+    ``ways == entries`` makes the main array fully associative.
+    """
+
+    entries: int = 32
+    ways: int = 4
+    policy: Policy = Policy.PLRU
+    superpage_entries: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", Policy.parse(str(getattr(self.policy, "value", self.policy))))
+        if not _is_pow2(self.entries):
+            raise ConfigError(f"entries={self.entries}: must be a power of two >= 1")
+        if not _is_pow2(self.ways) or self.ways > self.entries:
+            raise ConfigError(f"ways={self.ways}: must be a power of two no larger than entries={self.entries}")
+        if not _is_pow2(self.superpage_entries):
+            raise ConfigError(f"superpage_entries={self.superpage_entries}: must be a power of two >= 1")
+        for name, ways in (("ways", self.ways), ("superpage_entries", self.superpage_entries)):
+            if self.policy is Policy.LRU and ways > MAX_LRU_WAYS:
+                raise ConfigError(f"{name}={ways} with policy lru: LRU is for at most {MAX_LRU_WAYS} ways; use plru")
+
+    @property
+    def sets(self) -> int:
+        return self.entries // self.ways
+
+    @property
+    def set_bits(self) -> int:
+        return self.sets.bit_length() - 1
+
+
+@dataclass(frozen=True)
+class DRAMTiming:
+    """Latency of the DRAM model behind the memory port, in MMU clock cycles.
+
+    ``kind="fixed"`` answers every read after ``latency`` cycles.  ``kind="ddr"``
+    models ``banks`` banks with one open row each: a row hit costs tCL, a miss on
+    an idle bank tRCD + tCL, a conflict with another open row tRP + tRCD + tCL.
+    ``jitter`` adds a seeded random 0..jitter cycles; ``ready_drop`` is the
+    probability that the model deasserts ready on a cycle (stress).
+    """
+
+    kind: str = "fixed"
+    latency: int = 4
+    tRCD: int = 4
+    tCL: int = 4
+    tRP: int = 4
+    banks: int = 8
+    row_bytes: int = 2048
+    jitter: int = 0
+    ready_drop: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fixed", "ddr"):
+            raise ConfigError(f"dram kind {self.kind!r}: must be 'fixed' or 'ddr'")
+        for name in ("latency", "tRCD", "tCL", "tRP", "jitter"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"dram {name}={getattr(self, name)}: must be >= 0")
+        if not _is_pow2(self.banks) or not _is_pow2(self.row_bytes) or self.row_bytes < 8:
+            raise ConfigError("dram banks and row_bytes: must be powers of two (row_bytes >= 8)")
+        if not 0.0 <= self.ready_drop < 1.0:
+            raise ConfigError(f"dram ready_drop={self.ready_drop}: must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class MMUConfig:
+    """An MMU instance: two TLBs, the page-walk cache, address width, DRAM timing."""
+
+    itlb: TLBConfig = field(default_factory=lambda: TLBConfig(entries=16, ways=16, policy=Policy.LRU))
+    dtlb: TLBConfig = field(default_factory=TLBConfig)
+    pwc_entries: int = 8  # 0 turns the page-walk cache off
+    maxphyaddr: int = 40  # M in the SDM: physical address width
+    lfsr_seed: int = 0xACE1  # seed of the RANDOM policy's LFSR (hardware reset value)
+    id_bits: int = 8  # width of the request tag the response echoes
+    dram: DRAMTiming = field(default_factory=DRAMTiming)
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.maxphyaddr <= 52:
+            raise ConfigError(f"maxphyaddr={self.maxphyaddr}: must be between 32 and 52 (SDM: MAXPHYADDR <= 52)")
+        if self.pwc_entries < 0 or (self.pwc_entries and not _is_pow2(self.pwc_entries)):
+            raise ConfigError(f"pwc_entries={self.pwc_entries}: must be 0 or a power of two")
+        if not 0 < self.lfsr_seed < 1 << 16:
+            raise ConfigError(f"lfsr_seed={self.lfsr_seed:#x}: must be a non-zero 16-bit value")
+        if not 1 <= self.id_bits <= 32:
+            raise ConfigError(f"id_bits={self.id_bits}: must be between 1 and 32")
+
+    def replace(self, **changes) -> "MMUConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for t in ("itlb", "dtlb"):
+            d[t]["policy"] = d[t]["policy"].value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MMUConfig":
+        d = dict(d)
+        for t in ("itlb", "dtlb"):
+            if t in d:
+                d[t] = TLBConfig(**d[t])
+        if "dram" in d:
+            d["dram"] = DRAMTiming(**d["dram"])
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"config: {e}") from None
