@@ -8,12 +8,11 @@ bit positions are never written down twice.
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from model.config import MMUConfig
+from model.tlbflush import CtlOp  # noqa: F401  (the ctl port encoding)
 
 # The PTE as the SDM draws it (Vol. 3A, tables 4-15..4-20): bit 0 first.
 PTELayout = data.StructLayout({
@@ -23,16 +22,6 @@ PTELayout = data.StructLayout({
     "ignored_hi": 11,
     "xd": 1,
 })
-
-
-class CtlOp(IntEnum):
-    """Operations on the control stream (the value is the port encoding)."""
-
-    WRITE_CR3 = 0  # value = new CR3; bit 63 = no-flush (only honoured with PCIDE)
-    FLUSH_ALL = 1  # drop every TLB and PWC entry
-    FLUSH_ALL_KEEP_GLOBAL = 2  # drop every non-global TLB entry and every PWC entry
-    FLUSH_VA = 3  # INVLPG: value = the virtual address
-    FLUSH_PCID = 4  # value[11:0] = the PCID whose non-global entries go
 
 
 FlagsLayout = data.StructLayout({"wp": 1, "nxe": 1, "smep": 1, "smap": 1, "pcide": 1})
