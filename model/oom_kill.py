@@ -1,0 +1,64 @@
+"""The OOM killer (Linux mm/oom_kill.c).
+
+When reclaim cannot free enough memory, ``out_of_memory`` picks the task with
+the highest ``oom_badness`` and kills it, logging the kernel's own lines::
+
+    NAME invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO), order=0, oom_score_adj=0
+    Out of memory: Killed process PID (NAME) total-vm:NkB, anon-rss:NkB, file-rss:NkB, shmem-rss:NkB, UID:0 pgtables:NkB oom_score_adj:N
+
+(the format string of ``__oom_kill_process()``).  The victim's memory is freed
+at once (Linux: the OOM reaper and the victim's exit).
+"""
+
+from __future__ import annotations
+
+from .mm_types import MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS
+from .pte import PAGE_SHIFT
+
+OOM_SCORE_ADJ_MIN = -1000
+GFP_USER_FAULT = "0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO)"
+
+
+def pgtables_bytes(mm) -> int:
+    """mm_pgtables_bytes(): PDPT, PD and PT pages (the PGD/PML4 is not counted)."""
+    return (mm.pt.table_pages - 1) << PAGE_SHIFT
+
+
+def oom_badness(task, totalpages: int) -> int | None:
+    """RSS + swap entries + page-table pages, plus oom_score_adj in thousandths of memory.
+
+    None for an unkillable task (oom_score_adj -1000).
+    """
+    if task.oom_score_adj == OOM_SCORE_ADJ_MIN:
+        return None
+    mm = task.mm
+    points = mm.rss_pages + mm.rss[MM_SWAPENTS] + pgtables_bytes(mm) // 4096
+    return points + task.oom_score_adj * (totalpages // 1000)
+
+
+def out_of_memory(k, current):
+    """Select and kill a victim; returns it, or None when no task can be killed."""
+    from .fork import do_exit
+    totalpages = k.managed_pages + k.swap.total_pages
+    chosen, chosen_points = None, None
+    for task in sorted(k.tasks.values(), key=lambda t: t.pid):  # for_each_process: creation order
+        points = oom_badness(task, totalpages)
+        if points is None or (chosen_points is not None and points < chosen_points):
+            continue
+        chosen, chosen_points = task, points
+    invoker = current.name if current is not None and current.alive else "kswapd0"
+    adj = current.oom_score_adj if current is not None and current.alive else 0
+    k.dmesg.append(f"{invoker} invoked oom-killer: gfp_mask={GFP_USER_FAULT}, order=0, oom_score_adj={adj}")
+    if chosen is None:
+        k.dmesg.append("Out of memory and no killable processes...")
+        return None
+    mm = chosen.mm
+    kb = 4
+    k.vmstat["oom_kill"] += 1
+    k.dmesg.append(
+        f"Out of memory: Killed process {chosen.pid} ({chosen.name}) total-vm:{mm.total_vm * kb}kB, "
+        f"anon-rss:{mm.rss[MM_ANONPAGES] * kb}kB, file-rss:{mm.rss[MM_FILEPAGES] * kb}kB, "
+        f"shmem-rss:{mm.rss[MM_SHMEMPAGES] * kb}kB, UID:0 pgtables:{pgtables_bytes(mm) >> 10}kB "
+        f"oom_score_adj:{chosen.oom_score_adj}")
+    do_exit(k, chosen, "SIGKILL", "killed by the OOM killer")
+    return chosen
