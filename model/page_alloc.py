@@ -201,6 +201,11 @@ class BuddyAllocator:
         """Free blocks per order 0..MAX_ORDER (``zone->free_area[order].nr_free``)."""
         return [len(free_list) for free_list in self._free_lists]
 
+    def free_list(self, order: int) -> list[int]:
+        """First pfns of the free blocks of one order, head (the block the next
+        allocation of that order takes) first: ``zone->free_area[order].free_list``."""
+        return list(reversed(self._free_lists[order]))
+
     def is_free(self, pfn: int) -> bool:
         """True when the page lies inside a free block of any order."""
         for order in range(NR_PAGE_ORDERS):
