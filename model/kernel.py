@@ -18,12 +18,18 @@ Every change to a PTE the MMU may have cached goes through ``flush_tlb_page``
 / ``flush_tlb_range`` / ``flush_tlb_mm``, which end in the one hook
 ``shootdown(op, value)``: the co-simulation forwards it to the hardware's flush
 port and to the reference MMU.
+
+Two records serve the reports: ``decisions`` (a bounded log of what malloc,
+reclaim and the OOM killer decided, with the numbers they decided on, so
+``--why`` explains this run rather than recomputing it) and ``cputime`` (the
+ticks /proc/stat, vmstat and top show).
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter, deque
+from dataclasses import dataclass, field
 from typing import Callable
 
 from . import hugetlb, vmscan
@@ -45,7 +51,85 @@ KERNEL_RESERVED_BYTES = 4 << 20
 # arch/x86/mm/tlb.c tlb_single_page_flush_ceiling: above this many pages a range flush is a full flush.
 TLB_SINGLE_PAGE_FLUSH_CEILING = 33
 
+# The first pid the model hands out; every pid from there on is one fork (/proc/stat "processes").
+FIRST_PID = 100
+
 _RSS_COUNTER = {"anon": MM_ANONPAGES, "file": MM_FILEPAGES, "buffer": MM_FILEPAGES, "shmem": MM_SHMEMPAGES}
+
+
+@dataclass
+class Decision:
+    """One decision: ``seq`` orders it among all decisions, ``where`` is the workload line that was running."""
+
+    seq: int
+    where: str
+    kind: str
+    outcome: str
+    detail: dict
+
+
+@dataclass
+class DecisionLog:
+    """The last ``maxlen`` decisions of each kind; never dropped: the totals and the latest decision
+    of each (kind, outcome).
+
+    Kinds and their outcomes: ``malloc`` (mmap, brk, heap, mmap-fallback,
+    enomem, munmap, free, trim), ``watermark`` (kswapd woken, direct reclaim),
+    ``reclaim`` (one LRU page: activate, swap, drop, writeback, rotate,
+    deactivate), ``oom`` (kill or none, with every candidate's badness).  The
+    workload runner sets ``where`` before each operation.
+    """
+
+    maxlen: int = 256
+    seq: int = 0
+    where: str = ""
+    entries: dict = field(default_factory=dict)
+    totals: Counter = field(default_factory=Counter)
+    latest: dict = field(default_factory=dict)
+
+    def record(self, kind: str, outcome: str, **detail) -> None:
+        self.seq += 1
+        self.totals[kind, outcome] += 1
+        decision = Decision(self.seq, self.where, kind, outcome, detail)
+        log = self.entries.get(kind)
+        if log is None:
+            log = self.entries[kind] = deque(maxlen=self.maxlen)
+        log.append(decision)
+        self.latest[kind, outcome] = decision
+
+    def since(self, seq: int, kind: str | None = None) -> list[Decision]:
+        """Decisions recorded after ``seq`` (those still held), in order."""
+        kinds = [kind] if kind else list(self.entries)
+        out = [d for name in kinds for d in self.entries.get(name, ()) if d.seq > seq]
+        return sorted(out, key=lambda d: d.seq)
+
+
+class CpuTime:
+    """The ticks (USER_HZ = 100 a second) of the model's one CPU, system-wide and per pid.
+
+    The model has no timer interrupt, so it keeps time by work done: the
+    workload runner charges one tick to the process of each operation it runs,
+    as system time when the operation entered the kernel (a system call or a
+    page fault) and as user time otherwise.  The CPU is never idle.  /proc/stat,
+    vmstat's cpu columns and its per-second averages, and top's %CPU and TIME+
+    all read this clock.
+    """
+
+    def __init__(self) -> None:
+        self.user = 0
+        self.system = 0
+        self.by_pid: dict[int, list[int]] = {}  # pid -> [utime, stime]
+
+    def charge(self, pid: int, system: bool) -> None:
+        if system:
+            self.system += 1
+        else:
+            self.user += 1
+        self.by_pid.setdefault(pid, [0, 0])[system] += 1
+
+    @property
+    def jiffies(self) -> int:
+        return self.user + self.system
 
 
 class TrackingAllocator:
@@ -129,9 +213,12 @@ class Kernel:
         self.kswapd_active = False
         self.tasks: dict[int, Task] = {}
         self.dead: list[Task] = []
-        self.next_pid = 100
+        self.next_pid = FIRST_PID
         self.current: Task | None = None
         self.vmstat: Counter = Counter()
+        self.syscalls: Counter = Counter()  # system calls made, by name (the CPU clock's user/system split)
+        self.decisions = DecisionLog()
+        self.cputime = CpuTime()
         self.dmesg: list[str] = []
         self.flushes: Counter = Counter()
         self.flush_log: deque = deque(maxlen=4096)
@@ -218,10 +305,15 @@ class Kernel:
         if self.buddy.nr_free_pages - nr < wm.low and not self.kswapd_active:
             self.kswapd_active = True
             self.vmstat["kswapd_wake"] += 1
+            self.decisions.record("watermark", "kswapd", free=self.buddy.nr_free_pages, nr=nr,
+                                  mark=wm.low)
         if self.kswapd_active:
             vmscan.kswapd_batch(self)
         while self.buddy.nr_free_pages - nr < wm.min:
-            if vmscan.direct_reclaim(self, wm.min + nr - self.buddy.nr_free_pages):
+            free = self.buddy.nr_free_pages
+            freed = vmscan.direct_reclaim(self, wm.min + nr - free)
+            self.decisions.record("watermark", "direct", free=free, nr=nr, mark=wm.min, freed=freed)
+            if freed:
                 continue
             from .oom_kill import out_of_memory
             victim = out_of_memory(self, task)
@@ -319,6 +411,11 @@ class Kernel:
     def pcid_for(self, pid: int) -> int:
         """PCIDs 1..4095 by pid (0 is the kernel's); the previous holder's entries are flushed at its exit."""
         return pid % 4095 + 1 if self.pcide else 0
+
+    @property
+    def total_forks(self) -> int:
+        """Processes created since boot (/proc/stat ``processes``): spawn and fork each take a pid."""
+        return self.next_pid - FIRST_PID
 
     @property
     def managed_pages(self) -> int:

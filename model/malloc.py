@@ -16,6 +16,11 @@ What it keeps from glibc (malloc/malloc.c):
   for the part of a heap chunk that sbrk just added,
 - ``realloc`` grows or shrinks in place when it can, else malloc-copy-free.
 
+Every malloc and free leaves a ``malloc`` decision in the kernel's decision
+log (``k.decisions``) with the numbers it compared (nb, the threshold of the
+moment, the top chunk, the brk increment), and counts the brk, mmap and munmap
+calls it makes in ``k.syscalls``.
+
 Where it simplifies: one address-ordered free list with best fit stands for
 tcache, fastbins, the unsorted, small and large bins (so which chunk is reused
 can differ from glibc); chunk headers live outside simulated memory, so malloc
@@ -77,17 +82,25 @@ class Malloc:
         if n < 0:
             return 0
         nb = request2size(n)
+        why = {"n": n, "nb": nb, "threshold": self.mmap_threshold}
         if nb >= self.mmap_threshold:
-            return self._mmap_chunk(nb)
+            return self._mmap_chunk(nb, "mmap", why)
         i = self._best_fit(nb)
         if i is not None:
             chunk, size = self.free_chunks.pop(i)
+            self._decide("heap", why, chunk_size=size)
             if size - nb >= MINSIZE:
                 bisect.insort(self.free_chunks, (chunk + nb, size - nb))
                 size = nb
             return self._hand_out(chunk, size, False)
-        if self.top_size < nb + MINSIZE and not self._sysmalloc(nb):
-            return self._mmap_chunk(nb)  # brk refused: glibc's sysmalloc falls back to mmap
+        top_size = self.top_size
+        if top_size < nb + MINSIZE:
+            grow = self._sysmalloc(nb)
+            if not grow:
+                return self._mmap_chunk(nb, "mmap-fallback", why)  # brk refused: sysmalloc falls back to mmap
+            self._decide("brk", why, top=top_size, grow=grow)
+        else:
+            self._decide("heap", why, top=top_size)
         chunk = self.top
         self.top += nb
         self.top_size -= nb
@@ -140,15 +153,19 @@ class Malloc:
             return
         chunk, size, mmapped = self.chunks.pop(ptr)
         if mmapped:
+            why = {"size": size, "threshold": self.mmap_threshold}
             if self.mmap_threshold < size <= DEFAULT_MMAP_THRESHOLD_MAX:
                 self.mmap_threshold = size  # the dynamic threshold
                 self.trim_threshold = 2 * size
+            self._decide("munmap", why, new_threshold=self.mmap_threshold)
+            self.kernel.syscalls["munmap"] += 1
             do_munmap(self.kernel, self.task, chunk, size)
             self.n_mmaps -= 1
             return
         self._free_chunk(chunk, size)
-        if self.top_size >= self.trim_threshold:
-            self._systrim()
+        trim = self._systrim() if self.top_size >= self.trim_threshold else 0
+        self._decide("trim" if trim else "free", {"size": size, "trim_threshold": self.trim_threshold},
+                     top=self.top_size + trim, trim=trim)
 
     # --- memory the program reaches through its pointers ---------------------
 
@@ -180,29 +197,37 @@ class Malloc:
                 best = i
         return best
 
-    def _mmap_chunk(self, nb: int) -> int:
+    def _decide(self, outcome: str, why: dict, **more) -> None:
+        self.kernel.decisions.record("malloc", outcome, pid=self.task.pid, name=self.task.name, **why, **more)
+
+    def _mmap_chunk(self, nb: int, outcome: str, why: dict) -> int:
         size = _page_align(nb + SIZE_SZ)
+        self.kernel.syscalls["mmap"] += 1
         try:
             chunk = do_mmap(self.kernel, self.task, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
         except SyscallError:
+            self._decide("enomem", why, size=size)
             return 0
+        self._decide(outcome, why, size=size)
         self.n_mmaps += 1
         return self._hand_out(chunk, size, True)
 
-    def _sysmalloc(self, nb: int) -> bool:
+    def _sysmalloc(self, nb: int) -> int:
+        """Grow the top with brk; returns the increment, or 0 when the kernel refused it."""
         mm = self.task.mm
         if self.top == 0:
             self.top = mm.brk
         grow = _page_align(nb + DEFAULT_TOP_PAD + MINSIZE - self.top_size)
         old = mm.brk
+        self.kernel.syscalls["brk"] += 1
         if do_brk(self.kernel, self.task, old + grow) != old + grow:
-            return False
+            return 0
         if self.top + self.top_size != old:  # someone else moved the break: start a new top there
             if self.top_size >= MINSIZE:
                 self._free_chunk(self.top, self.top_size)
             self.top, self.top_size = old, 0
         self.top_size += grow
-        return True
+        return grow
 
     def _free_chunk(self, chunk: int, size: int) -> None:
         """Insert a free chunk, merging with free neighbours and with the top."""
@@ -217,10 +242,13 @@ class Malloc:
             return
         bisect.insort(self.free_chunks, (chunk, size))
 
-    def _systrim(self) -> None:
+    def _systrim(self) -> int:
+        """Give the top's excess back with brk; returns the bytes trimmed."""
         extra = (self.top_size - DEFAULT_TOP_PAD - MINSIZE - 1) & ~(PAGE_SIZE - 1)
         mm = self.task.mm
         if extra <= 0 or self.top + self.top_size != mm.brk:
-            return
+            return 0
+        self.kernel.syscalls["brk"] += 1
         do_brk(self.kernel, self.task, mm.brk - extra)
         self.top_size -= extra
+        return extra

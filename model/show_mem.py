@@ -1,4 +1,5 @@
-"""/proc/meminfo, /proc/vmstat and /proc/buddyinfo of the kernel model (fs/proc/meminfo.c, mm/vmstat.c).
+"""/proc/meminfo, /proc/vmstat, /proc/stat and /proc/buddyinfo of the kernel model
+(fs/proc/meminfo.c, mm/vmstat.c, fs/proc/stat.c).
 
 Each meminfo line is written as ``show_val_kb()`` does: the name padded to 16
 columns, the value in kB right-aligned in 8, then `` kB``.  MemAvailable is
@@ -16,8 +17,11 @@ Shmem, as in Linux.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .mm_types import VM_SHARED, VM_WRITE
 from .pte import PAGE_SHIFT, PageSize
+from .tlbflush import CtlOp
 
 VMALLOC_TOTAL_KB = 34359738367  # x86-64 4-level: VMALLOC_SIZE_TB 32 -> 32 TiB - 1 kB, as every x86-64 box shows
 
@@ -34,15 +38,43 @@ def page_counts(k) -> dict[str, int]:
     return counts
 
 
+@dataclass(frozen=True)
+class MemAvailableTerms:
+    """The inputs of si_mem_available(), in pages, as it reads them when /proc/meminfo is generated."""
+
+    free: int  # NR_FREE_PAGES
+    totalreserve: int  # totalreserve_pages: the high watermark (one zone, no lowmem_reserve)
+    wmark_low: int
+    pagecache: int  # Active(file) + Inactive(file)
+    reclaimable: int  # SReclaimable (the model has no NR_KERNEL_MISC_RECLAIMABLE)
+
+    @property
+    def pagecache_kept(self) -> int:
+        """The part of the page cache assumed needed: min(pagecache / 2, wmark_low)."""
+        return min(self.pagecache // 2, self.wmark_low)
+
+    @property
+    def reclaimable_kept(self) -> int:
+        return min(self.reclaimable // 2, self.wmark_low)
+
+    @property
+    def available(self) -> int:
+        """MemAvailable in pages (negative sums read as 0, as the kernel clamps them)."""
+        total = self.free - self.totalreserve + self.pagecache - self.pagecache_kept + \
+            self.reclaimable - self.reclaimable_kept
+        return max(total, 0)
+
+
+def mem_available_terms(k) -> MemAvailableTerms:
+    wm = k.buddy.watermarks
+    return MemAvailableTerms(free=k.buddy.nr_free_pages, totalreserve=wm.high, wmark_low=wm.low,
+                             pagecache=k.lru.size("active_file") + k.lru.size("inactive_file"),
+                             reclaimable=k.slab.reclaimable_bytes >> PAGE_SHIFT)
+
+
 def si_mem_available(k) -> int:
     """MemAvailable in pages (see the module docstring for the formula and its source)."""
-    wm = k.buddy.watermarks
-    available = k.buddy.nr_free_pages - wm.high
-    pagecache = k.lru.size("active_file") + k.lru.size("inactive_file")
-    available += pagecache - min(pagecache // 2, wm.low)
-    reclaimable = k.slab.reclaimable_bytes >> PAGE_SHIFT
-    available += reclaimable - min(reclaimable // 2, wm.low)
-    return max(available, 0)
+    return mem_available_terms(k).available
 
 
 def committed_as(k) -> int:
@@ -163,6 +195,24 @@ def vmstat(k) -> str:
     ]
     events = [("allocstall_normal" if e == "allocstall" else e, k.vmstat[e]) for e in VMSTAT_EVENTS]
     return "".join(f"{name} {value}\n" for name, value in state + events)
+
+
+def proc_stat(k) -> str:
+    """/proc/stat (fs/proc/stat.c show_stat()) of the model's one CPU.
+
+    The cpu lines are user nice system idle iowait irq softirq steal guest
+    guest_nice in USER_HZ ticks from ``k.cputime``; ``intr`` counts the timer
+    interrupt of each tick (HZ = USER_HZ here; no device interrupts); ``ctxt``
+    every CR3 load of a context switch; ``btime`` is 0 (the model has no wall
+    clock); ``processes`` the forks since boot; ``procs_running`` is 1 while
+    a live process is on the CPU.
+    """
+    t = k.cputime
+    cpu = f"{t.user} 0 {t.system} 0 0 0 0 0 0 0"
+    running = int(k.current is not None and k.current.alive)
+    return (f"cpu  {cpu}\ncpu0 {cpu}\nintr {t.jiffies}\nctxt {k.flushes[CtlOp.WRITE_CR3]}\nbtime 0\n"
+            f"processes {k.total_forks}\nprocs_running {running}\nprocs_blocked 0\n"
+            f"softirq 0 0 0 0 0 0 0 0 0 0 0\n")
 
 
 def buddyinfo(k) -> str:

@@ -16,6 +16,16 @@ Reclaim takes inactive pages from the tail: clean file pages are dropped,
 dirty ones written back first, anonymous pages are written to swap and every
 PTE mapping them gets the swap entry (``try_to_unmap``).  Scanning is split
 between anon and file by ``vm.swappiness`` (60: anon weight 60, file 140).
+
+Every page scanned leaves a ``reclaim`` decision in ``k.decisions`` (what its
+references were and what happened to it), so ``--why`` can show a page's
+second chance as it was given.  The model activates a page on any young PTE
+or PG_referenced.  Linux's ``folio_check_references()`` looks twice: one
+young PTE without PG_referenced only sets PG_referenced and keeps the page on
+the inactive list (FOLIOREF_KEEP); it activates on the second reference, on
+several young PTEs, or at once for an executable file page.  Its
+``shrink_active_list()`` also keeps referenced executable file pages active,
+which the model deactivates like any other.
 """
 
 from __future__ import annotations
@@ -71,15 +81,25 @@ def activate_page(k, page) -> None:
     k.vmstat["pgactivate"] += 1
 
 
-def page_referenced(k, page) -> bool:
-    """Test and clear the accessed bit in every PTE mapping the page (folio_referenced)."""
-    referenced = page.referenced
+def check_references(k, page) -> tuple[int, bool]:
+    """Test and clear the accessed bit in every PTE mapping the page (folio_referenced), and PG_referenced.
+
+    Returns (how many PTEs were young, whether PG_referenced was set).
+    """
+    pg_referenced = page.referenced
     page.referenced = False
+    young = 0
     for mm, va in list(page.rmap):
         if mm.pt.test_and_clear_young(va):
             k.flush_tlb_page(mm, va)
-            referenced = True
-    return referenced
+            young += 1
+    return young, pg_referenced
+
+
+def page_referenced(k, page) -> bool:
+    """Was the page used since the last look: a young PTE or PG_referenced (both are cleared)."""
+    young, pg_referenced = check_references(k, page)
+    return bool(young) or pg_referenced
 
 
 def try_to_unmap(k, page, swap_offset: int | None) -> None:
@@ -95,13 +115,14 @@ def try_to_unmap(k, page, swap_offset: int | None) -> None:
         k.flush_tlb_page(mm, va)
 
 
-def shrink_page(k, page, who: str) -> bool:
-    """Reclaim one unreferenced inactive page; False if it must stay (no swap space)."""
+def shrink_page(k, page, who: str) -> str | None:
+    """Reclaim one unreferenced inactive page: returns how (swap, drop, writeback), or None if it
+    must stay (an anonymous page with no free swap slot)."""
     from .filemap import writeback_page
     if _is_anon(page):
         offset = k.swap.alloc_slot()
         if offset is None:
-            return False
+            return None
         users = len(page.rmap) + (1 if page.kind == "shmem" else 0)
         k.swap.write(offset, k.mem.read_frame(page.pfn), users)
         if page.kind == "shmem":
@@ -111,27 +132,39 @@ def shrink_page(k, page, who: str) -> bool:
         else:
             try_to_unmap(k, page, offset)
         k.vmstat["pswpout"] += 1
+        how = "swap"
     else:
         try_to_unmap(k, page, None)
+        how = "writeback" if page.dirty else "drop"
         if page.dirty:
             writeback_page(k, page)
         del page.mapping.pages[page.index]
     k.vmstat[f"pgsteal_{who}"] += 1
     k.free_page(page)
-    return True
+    return how
 
 
 def shrink_inactive_list(k, name: str, nr: int, who: str) -> int:
+    """shrink_folio_list() on the tail of an inactive list: a referenced page gets its second chance
+    (activated), an unreferenced one is reclaimed."""
     lst = k.lru.lists[name]
     freed = 0
     for page in list(islice(lst.values(), nr)):
         k.vmstat[f"pgscan_{who}"] += 1
-        if page_referenced(k, page):
+        mapcount = page.mapcount
+        young, pg_referenced = check_references(k, page)
+        if young or pg_referenced:
             activate_page(k, page)
-        elif shrink_page(k, page, who):
-            freed += 1
+            outcome = "activate"
         else:
-            _move(k, page, name)  # rotate: no swap slot for it now
+            outcome = shrink_page(k, page, who)
+            if outcome is None:
+                _move(k, page, name)  # rotate: no swap slot for it now
+                outcome = "rotate"
+            else:
+                freed += 1
+        k.decisions.record("reclaim", outcome, pfn=page.pfn, page=page.kind, lru=name, who=who, young=young,
+                           mapcount=mapcount, pg_referenced=pg_referenced)
     return freed
 
 
@@ -140,9 +173,12 @@ def shrink_active_list(k, name: str, nr: int) -> None:
     lst = k.lru.lists[name]
     inactive = "inactive_" + name.split("_")[1]
     for page in list(islice(lst.values(), nr)):
-        page_referenced(k, page)
+        mapcount = page.mapcount
+        young, pg_referenced = check_references(k, page)
         _move(k, page, inactive)
         k.vmstat["pgdeactivate"] += 1
+        k.decisions.record("reclaim", "deactivate", pfn=page.pfn, page=page.kind, lru=name, who="aging",
+                           young=young, mapcount=mapcount, pg_referenced=pg_referenced)
 
 
 def shrink_lruvec(k, who: str, nr_to_scan: int = SWAP_CLUSTER_MAX) -> int:

@@ -27,12 +27,17 @@ workload is ``# description: ...``.
     sync                          write back every dirty file page
     fork NAME                     fork the current process; the child is called NAME; the parent stays current
     exit [NAME]                   exit the current process (or NAME)
-    report KIND[,KIND...]         print reports now: free, top, vmstat, maps, buddyinfo, slabinfo, meminfo
+    report KIND[,KIND...]         print reports now: free, top, vmstat, maps, buddyinfo, slabinfo, meminfo, stat
     repeat N                      repeat the lines up to the matching `end` N times; $i is the iteration (0..N-1)
     end
 
 An operation on a process that has died (SIGSEGV, the OOM killer) is skipped
 and logged, as its remaining instructions never run.
+
+After each operation the runner charges one tick of the model's CPU clock
+(``Kernel.cputime``) to the process that ran it, and calls every function in
+``Runner.listeners`` with a ``Step`` (the per-operation hook ``mmu free
+--watch`` uses to print a row per line).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from . import filemap, fork, mmap, reports
 from .errors import UserError
 from .kernel import Kernel
 from .malloc import Malloc
+from .mm_types import Task
 from .pte import Access
 
 WORKLOAD_DIR = Path(__file__).resolve().parent.parent / "workloads"
@@ -241,6 +247,36 @@ def boot_kernel(boot: dict[str, str], *, seed: int, mem: int | None = None, swap
         raise UserError(f"{where}: {e}") from None
 
 
+# Operations that are system calls (spawn is fork + execve).  The others run in user space and
+# enter the kernel only through a page fault or a brk/mmap/munmap that malloc makes.
+SYSCALL_OPS = frozenset({"spawn", "mmap", "munmap", "mprotect", "brk", "read", "write", "sync", "fork", "exit"})
+
+
+@dataclass
+class Step:
+    """One operation the runner has just executed, as the per-operation listeners see it.
+
+    ``task`` is the process it ran in (None for lines of the script itself:
+    use, file, report); ``skipped`` when that process was already dead;
+    ``first_seq`` is the decision-log sequence number before it ran, so its own
+    decisions are ``k.decisions.since(first_seq)``.
+    """
+
+    op: Op
+    args: list[str]  # with $i filled in
+    task: Task | None
+    skipped: bool
+    first_seq: int
+
+    @property
+    def line(self) -> int:
+        return int(self.op.where.rsplit(":", 1)[1])
+
+    @property
+    def text(self) -> str:
+        return " ".join([self.op.name, *self.args])
+
+
 class Runner:
     """Runs parsed operations on a kernel; ``log`` collects what happened, line by line."""
 
@@ -249,15 +285,22 @@ class Runner:
         self.current = None
         self.log: list[str] = []
         self.out = out  # called with each log line and report text as they happen
+        self.listeners: list = []  # called with a Step after each operation
         self._dmesg_seen = 0
+        self._ran_in = None  # the process the operation being run belongs to, set by _do
+        self._skipped = False
 
     def run(self, ops: list[Op], env: dict[str, int] | None = None) -> None:
+        k = self.k
         for op in ops:
             if op.name == "repeat":
                 for i in range(parse_size(op.args[0])):
                     self.run(op.body, {"i": i})
                 continue
             args = [a.replace("$i", str(env["i"])) if env else a for a in op.args]
+            k.decisions.where = f"{op.where} (i={env['i']})" if env else op.where
+            first_seq, faults, syscalls = k.decisions.seq, k.vmstat["pgfault"], sum(k.syscalls.values())
+            self._ran_in, self._skipped = None, False
             try:
                 self._do(op, args)
             except UserError as e:
@@ -265,6 +308,15 @@ class Runner:
             except mmap.SyscallError as e:
                 self.note(f"{op.where}: {op.name} failed: {e}")
             self._drain_dmesg()
+            if self._ran_in is not None and not self._skipped:
+                if op.name in SYSCALL_OPS:
+                    k.syscalls[op.name] += 1
+                entered = op.name in SYSCALL_OPS or k.vmstat["pgfault"] > faults or \
+                    sum(k.syscalls.values()) > syscalls
+                k.cputime.charge(self._ran_in.pid, entered)
+            step = Step(op, args, self._ran_in, self._skipped, first_seq)
+            for listener in self.listeners:
+                listener(step)
 
     def note(self, line: str) -> None:
         self.log.append(line)
@@ -300,7 +352,7 @@ class Runner:
             adj = int(a[1][4:]) if len(a) == 2 else 0
             task = fork.spawn(k, a[0], adj)
             task.heap = Malloc(k, task)
-            self.current = task
+            self.current = self._ran_in = task
             self.note(f"spawn {a[0]}: pid {task.pid}")
             return
         if name == "use":
@@ -310,6 +362,7 @@ class Runner:
             k.disk.create(a[0], parse_size(a[1]))
             return
         if name == "sync":
+            self._ran_in = self.current if self.current is not None and self.current.alive else None
             self.note(f"sync: {filemap.sync(k)} pages written back")
             return
         if name == "report":
@@ -317,8 +370,9 @@ class Runner:
             if self.out is not None:
                 self.out(text)
             return
-        task = self._task(op, a[0] if name == "exit" and a else None)
+        task = self._ran_in = self._task(op, a[0] if name == "exit" and a else None)
         if not task.alive:
+            self._skipped = True
             self.note(f"{op.where}: {name} skipped: pid {task.pid} ({task.name}) is dead ({task.exit_signal})")
             return
         heap = task.heap
@@ -406,11 +460,16 @@ class Runner:
 
 
 def run_workload(spec: str, *, seed: int = 0, mem: int | None = None, swap: int | None = None,
-                 out=None) -> tuple[Kernel, Runner]:
-    """Load, boot and run a workload; returns the kernel (for reports and checks) and the runner."""
+                 out=None, listeners=()) -> tuple[Kernel, Runner]:
+    """Load, boot and run a workload; returns the kernel (for reports and checks) and the runner.
+
+    ``listeners`` are factories: each is called with the booted kernel and
+    returns the function the runner calls with every Step (a FreeWatch, say).
+    """
     text, source = load(spec)
     boot, ops = parse(text, source)
     k = boot_kernel(boot, seed=seed, mem=mem, swap=swap, where=source)
     runner = Runner(k, out)
+    runner.listeners.extend(listener(k) for listener in listeners)
     runner.run(ops)
     return k, runner

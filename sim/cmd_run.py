@@ -1,7 +1,7 @@
 """`mmu run`: run a workload on the golden kernel and print what happened and the reports asked for.
 
     mmu run --list
-    mmu run WORKLOAD [--seed N] [--mem SIZE] [--swap SIZE] [--report free,top,vmstat,maps,...]
+    mmu run WORKLOAD [--seed N] [--mem SIZE] [--swap SIZE] [--report free,top,vmstat,maps,...] [--why]
 
 WORKLOAD is a named workload (workloads/NAME.wl) or a file path; the format is
 described in docs/kernel.md and model/workload.py.
@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model import reports
+from model import reports, why
 from model.errors import UserError
 from model.workload import named_workloads, parse_size, run_workload
 
 
-def add_kernel_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", nargs="?", metavar="WORKLOAD", help="a named workload (see --list) or a file")
+def add_kernel_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("workload", nargs=None if required else "?", metavar="WORKLOAD",
+                   help="a named workload (mmu run --list) or a file")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (ASLR), printed (default 0)")
     p.add_argument("--mem", metavar="SIZE", help="physical memory, e.g. 64M, 1G (default: the workload's boot line)")
     p.add_argument("--swap", metavar="SIZE", help="swap device size, e.g. 0, 32M (default: the workload's)")
@@ -35,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--list", action="store_true", help="list the named workloads and exit")
     p.add_argument("--report", default="", metavar="KINDS",
                    help=f"comma-separated reports after the run: {','.join(reports.KINDS)} (default: none)")
+    p.add_argument("--why", action="store_true",
+                   help="explain malloc's brk/mmap choices, MemAvailable, reclaim and the OOM killer of this run")
     p.set_defaults(func=run)
 
 
@@ -52,4 +55,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"seed {args.seed}")
     k, _ = run_workload(args.workload, seed=args.seed, out=sys.stdout.write, **sizes(args))
     sys.stdout.write(reports.render(k, kinds))
+    if args.why:
+        sys.stdout.write(why.explain(k))
     return 0
