@@ -134,6 +134,7 @@ def filemap_fault(k, mapping: AddressSpace, index: int):
         k.mem.write(page.pfn << PAGE_SHIFT, k.swap.read(offset))
         k.swap.put(offset)
         k.vmstat["pswpin"] += 1
+        k.vmstat["pgpgin"] += PAGE_SIZE >> 10  # swap I/O is block I/O too (submit_bio)
         return page, True
     f = mapping.host
     open_file(k, f)

@@ -125,7 +125,7 @@ def access_error(error_code: int, vma) -> bool:
 
 def bad_area(k, task, vaddr: int, error_code: int, code: str) -> bool:
     k.vmstat["segv"] += 1
-    k.force_sig(task, "SIGSEGV", f"segfault at {vaddr:x} error {error_code} ({code})")
+    k.force_sig(task, "SIGSEGV", f"segfault at {vaddr:x} error {error_code:x} ({code})")
     return False
 
 
@@ -187,6 +187,7 @@ def do_swap_page(k, task, vma, va: int, pte: int, write: bool) -> bool:
     k.swap.put(offset)
     mm.rss[MM_SWAPENTS] -= 1
     k.vmstat["pswpin"] += 1
+    k.vmstat["pgpgin"] += PAGE_SIZE >> 10  # swap I/O is block I/O too (submit_bio)
     count_fault(k, task, True)
     k.set_pte(mm, va, page, vma, writable=vma.writable, dirty=write)
     k.page_add_rmap(page, mm, va)

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from itertools import islice
 
 from .mm_types import MM_SWAPENTS
-from .pte import D
+from .pte import D, PAGE_SIZE
 from .swapfile import swp_entry_to_pte
 
 SWAP_CLUSTER_MAX = 32
@@ -132,6 +132,7 @@ def shrink_page(k, page, who: str) -> str | None:
         else:
             try_to_unmap(k, page, offset)
         k.vmstat["pswpout"] += 1
+        k.vmstat["pgpgout"] += PAGE_SIZE >> 10  # swap I/O is block I/O too (submit_bio)
         how = "swap"
     else:
         try_to_unmap(k, page, None)

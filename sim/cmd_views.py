@@ -70,8 +70,8 @@ def register(sub) -> None:
                    help="summary memory unit (default m: MiB)")
     p.add_argument("-o", dest="sort", default="%CPU", metavar="FIELD", help="sort field (default %%CPU)")
     p.add_argument("--fields", default="default", metavar="LIST",
-                   help="task columns: default, mem (VIRT RES SHR %%MEM nMin nMaj), or a comma-separated list "
-                        f"of {','.join(procps.TOP_FIELDS)}")
+                   help="task columns: default, mem (VIRT RES SHR %MEM nMin nMaj), or a comma-separated list "
+                        f"of {','.join(procps.TOP_FIELDS)}".replace("%", "%%"))
     p.set_defaults(func=run_top)
 
     p = sub.add_parser("vmstat", help="run a workload and print vmstat (procps-ng 4)")

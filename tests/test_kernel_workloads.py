@@ -224,3 +224,19 @@ def test_workloads_stay_correct_behind_a_caching_mmu_fed_only_by_the_shootdown_h
                 assert pa is not None and k.mem.read64(pa & ~7) == stamp
     check(k)
     assert k.mmu.ref.counters["hits"] > 0 or not k.tasks  # shared-memory ends with every process gone
+
+
+def test_segfault_log_prints_the_error_code_in_hex_like_arch_x86_mm_fault():
+    """arch/x86/mm/fault.c show_signal_msg: "segfault at %lx ip %px sp %px error %lx": an NX fetch of a
+    present user page (P|U/S|I/D = 0x15) is logged as "error 15", not its decimal value 21."""
+    k, _ = run_workload("segv")
+    assert any("error 15 (SEGV_ACCERR)" in line for line in k.dmesg)
+
+
+def test_swap_io_counts_as_paging_io_like_submit_bio():
+    """Linux counts every bio in pgpgin/pgpgout (block/blk-core.c submit_bio), swap included, so after
+    swapping kB paged out >= 4 kB x pages swapped out, and likewise in."""
+    k, _ = run_workload("swap-pressure")
+    assert k.vmstat["pswpout"] > 0 and k.vmstat["pswpin"] > 0
+    assert k.vmstat["pgpgout"] >= 4 * k.vmstat["pswpout"]
+    assert k.vmstat["pgpgin"] >= 4 * k.vmstat["pswpin"]

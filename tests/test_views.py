@@ -356,3 +356,12 @@ def test_workload_report_lines_use_the_same_views(tmp_path):
     boot, ops = parse("boot mem=32M\nspawn a\nreport stat\n", "t.wl")
     Runner(boot_kernel(boot, seed=0), out.append).run(ops)
     assert "== /proc/stat ==\ncpu  0 0 1 0" in "".join(out)
+
+
+def test_every_view_help_prints_without_a_traceback(capsys):
+    """argparse %-formats help text: a literal % in a help string (top's %CPU, %MEM) must be escaped."""
+    for view in ("free", "top", "vmstat", "maps", "buddyinfo", "slabinfo"):
+        with pytest.raises(SystemExit) as e:
+            main([view, "--help"])
+        assert e.value.code == 0
+        assert "%CPU" in capsys.readouterr().out or view != "top"
