@@ -45,9 +45,13 @@ for every policy and several geometries and compares every counter.
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from model.config import MMUConfig
 from model.errors import UserError
@@ -152,26 +156,44 @@ class ReplayResult:
     replayed: int  # accesses sent to the model after folding
     pages: int  # distinct pages mapped
     counters: dict[str, int] = field(default_factory=dict)  # the reference's counters, folded hits added
+    # walks by (DRAM reads, DRAM writes): what a walk costs in cycles (sim/sweep.py's timing model)
+    walk_shapes: Counter = field(default_factory=Counter)
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in RESULT_KEYS}
 
 
 _ACCESS = (Access.READ, Access.WRITE, Access.FETCH)  # by port encoding
+_CHUNK = 1 << 14  # accesses between progress-bar updates: keeps the bar out of the per-access loop
 
 
-def replay(trace: Trace, cfg: MMUConfig, *, fold: bool = True) -> ReplayResult:
-    """Replay ``trace`` through a fresh reference MMU over a fresh address space."""
+def progress_bar(total: int, desc: str, unit: str, *, show: bool, unit_scale: bool = False) -> tqdm:
+    """A tqdm bar on stderr; hidden unless ``show`` and stderr is a terminal (tqdm's ``disable=None``)."""
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=False, file=sys.stderr,
+                disable=None if show else True)
+
+
+def replay(trace: Trace, cfg: MMUConfig, *, fold: bool = True, progress: bool = False) -> ReplayResult:
+    """Replay ``trace`` through a fresh reference MMU over a fresh address space.
+
+    ``progress`` shows a bar over the accesses that reach the model (see :func:`progress_bar`).
+    """
     space = AddressSpace.for_trace(trace, cfg)
     mmu = RefMMU(cfg, space.mem, space.ctrl)
     keep = fold_mask(trace.vaddr, trace.access, cfg.itlb.sets, cfg.dtlb.sets) if fold else np.ones(len(trace), bool)
     misses = [0, 0, 0]  # by access: READ, WRITE, FETCH
+    shapes = Counter()
     translate = mmu.translate
     noncanonical = FaultKind.NONCANONICAL
-    for vaddr, access in zip(trace.vaddr[keep].tolist(), trace.access[keep].tolist()):
-        r = translate(vaddr, _ACCESS[access], True)
-        if not r.tlb_hit and r.fault is not noncanonical:
-            misses[access] += 1
+    vaddrs, accesses = trace.vaddr[keep].tolist(), trace.access[keep].tolist()
+    with progress_bar(len(vaddrs), f"replay {Path(trace.name).name}", "access", show=progress, unit_scale=True) as bar:
+        for start in range(0, len(vaddrs), _CHUNK):
+            for vaddr, access in zip(vaddrs[start:start + _CHUNK], accesses[start:start + _CHUNK]):
+                r = translate(vaddr, _ACCESS[access], True)
+                if not r.tlb_hit and r.fault is not noncanonical:
+                    misses[access] += 1
+                    shapes[len(r.walk.reads), len(r.walk.writes)] += 1
+            bar.update(min(_CHUNK, len(vaddrs) - start))
     counters = dict(mmu.counters)
     folded = len(trace) - int(np.count_nonzero(keep))
     counters["lookups"] += folded
@@ -179,4 +201,4 @@ def replay(trace: Trace, cfg: MMUConfig, *, fold: bool = True) -> ReplayResult:
     return ReplayResult(
         accesses=len(trace), itlb_misses=misses[Access.FETCH], dtlb_misses=misses[Access.READ] + misses[Access.WRITE],
         walks=counters["walks"], dram_reads=counters["mem_reads"], faults=counters["faults"], cycles=None,
-        replayed=len(trace) - folded, pages=space.pages, counters=counters)
+        replayed=len(trace) - folded, pages=space.pages, counters=counters, walk_shapes=shapes)

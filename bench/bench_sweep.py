@@ -1,0 +1,107 @@
+"""Sweep figures: the LRU stack-distance pass against replaying each DTLB size one by one.
+
+Usage: python bench/bench_sweep.py [--accesses N] [--seed SEED]
+On the synthetic trace of bench_trace.py (default 12 million page accesses), one
+stack-distance pass gives the DTLB misses of a fully associative LRU DTLB of
+every size; the folded replay (sim/trace_replay.py) needs one run per size.
+Both give the same counts (printed).  Also: a sweep row made from the distances
+plus the replay of the walks alone, and the textbook Fenwick-tree pass in pure
+Python on a prefix, for scale.  Rates are per CPU second; prints figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+from bench_trace import _timed, synthetic_trace
+
+from model.config import MMUConfig, Policy, TLBConfig
+from model.pte import PAGE_SHIFT
+from model.stack_distance import COLD
+from sim.sweep import LRUStack, Point, sweep
+from sim.trace_replay import replay
+
+SIZES = [1, 2, 4, 8, 16]  # fully associative LRU sizes the hardware (and so TLBConfig) allows
+FENWICK_PREFIX = 300_000
+
+
+def fenwick_distances(keys: list[int]) -> list[int]:
+    """Stack distances with a Fenwick tree over last-use times, one Python iteration per reference
+    (-1 for a first use): the O(n log n) algorithm that model/stack_distance.py does in numpy passes."""
+    n = len(keys)
+    tree = [0] * (n + 1)
+    last: dict[int, int] = {}
+    out = []
+
+    def add(i: int, delta: int) -> None:
+        i += 1
+        while i <= n:
+            tree[i] += delta
+            i += i & -i
+
+    def prefix(i: int) -> int:  # marks at times < i
+        s = 0
+        while i > 0:
+            s += tree[i]
+            i -= i & -i
+        return s
+
+    live = 0
+    for t, key in enumerate(keys):
+        p = last.get(key)
+        if p is None:
+            out.append(-1)
+            live += 1
+        else:
+            out.append(live - prefix(p + 1))  # last uses after p: the distinct keys since
+            add(p, -1)
+        add(t, 1)
+        last[key] = t
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accesses", type=int, default=12_000_000, help="synthetic trace length (default 12 million)")
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("MMU_SEED", "1")))
+    args = ap.parse_args()
+    print(f"seed {args.seed} (replay with --seed {args.seed} or MMU_SEED={args.seed})")
+    trace = synthetic_trace(args.accesses, args.seed)
+    cfg = MMUConfig()
+
+    lru, sd = _timed(lambda: LRUStack(trace))
+    lookups = len(lru.index)
+    print(f"stack-distance pass   : {sd.rate(len(trace))} trace accesses/s ({sd}; {len(trace):,} accesses, "
+          f"{lookups:,} DTLB lookups: {lookups / sd.cpu:,.0f}/s)")
+    misses = lru.misses(SIZES)
+    _, took = _timed(lambda: lru.misses(np.arange(1, 1 << 15)))
+    print(f"  misses of every size 1..32767 from the distances: {took}")
+
+    replay_cpu = 0.0
+    for n, m in zip(SIZES, misses.tolist()):
+        c = cfg.replace(dtlb=TLBConfig(n, n, Policy.LRU))
+        r, took = _timed(lambda: replay(trace, c))
+        replay_cpu += took.cpu
+        print(f"replay, {n:>2} entries     : {took.rate(len(trace))} accesses/s ({took}); "
+              f"DTLB misses {r.dtlb_misses:,}, stack distances {m:,}: {'equal' if r.dtlb_misses == m else 'DIFFER'}")
+    print(f"{len(SIZES)} replays             : {replay_cpu:.2f} s CPU; the stack-distance pass, every size: "
+          f"{sd.cpu:.2f} s CPU ({replay_cpu / sd.cpu:.0f}x)")
+
+    (row,), took = _timed(lambda: sweep(trace, cfg, [Point(16, 16, Policy.LRU, cfg.pwc_entries)]).rows)
+    print(f"sweep row, 16 entries : {took.rate(len(trace))} accesses/s ({took}; distances, ITLB replay, "
+          f"{row.walks:,} walks replayed alone)")
+
+    index = lru.index[:FENWICK_PREFIX]
+    prefix = type(trace).from_arrays(trace.vaddr[index], trace.access[index])
+    pages = (prefix.vaddr >> np.uint64(PAGE_SHIFT)).tolist()
+    fenwick, took = _timed(lambda: fenwick_distances(pages))
+    numpy_lru, took_np = _timed(lambda: LRUStack(prefix))
+    same = np.array_equal(np.where(numpy_lru.distance == COLD, -1, numpy_lru.distance), fenwick)
+    print(f"Fenwick tree, Python  : {took.rate(len(pages))} DTLB lookups/s ({took}; first {len(pages):,}); "
+          f"numpy passes on the same: {took_np.rate(len(pages))}/s; distances {'equal' if same else 'DIFFER'}")
+
+
+if __name__ == "__main__":
+    main()
