@@ -16,6 +16,15 @@ from model.errors import UserError
 # Subcommand modules, in the order `mmu --help` lists them.
 COMMANDS = [
     "sim.cmd_config",
+    "sim.cmd_verilog",
+    "sim.cmd_sim",
+    "sim.cmd_trace",
+    "sim.cmd_sweep",
+    "sim.cmd_run",
+    "sim.cmd_snapshot",
+    "sim.cmd_views",
+    "sim.cmd_explain",
+    "sim.cmd_quiz",
 ]
 
 
