@@ -2,8 +2,13 @@
 
     mmu sim [--seed N] [--seeds N] [--waves] [-k EXPR] [-j WORKERS]
 
-Runs ``pytest tests/test_cosim.py`` (pytest-xdist across the cores), every test
-checked request by request against the reference MMU, then prints: tests
+Runs ``pytest tests/test_cosim.py`` (pytest-xdist across the cores): the
+hardware unit regression, the full-system runs (kernel workloads with every
+access through the hardware, sim/fullsys.py) and a real trace's prefix through
+the hardware, every response checked against the reference MMU.  Then prints
+the full-system table and the trace's figures, the functional coverage report
+(sim/coverage.py, aggregated over every test's record), ``free`` and ``top``
+of the kernel at the end of one workload, and the summary: tests
 passed/failed, translations checked, TLB hit rate, walks, mean walk cycles,
 DRAM reads per walk, faults by type, and for each failure its message and the
 command that replays it.  ``make sim`` runs it; the Makefile's SEED, SEEDS and
@@ -145,7 +150,7 @@ def summarize(records: list[dict], *, seed, wall, pytest_rc) -> str:
     passed = [r for r in records if r.get("passed")]
     failed = [r for r in records if not r.get("passed")]
     # Self-tests of the checker fail on purpose inside; pytest counts them as passed when caught.
-    expected_fail = [r for r in failed if r.get("test", "").startswith("test_checker_catches")]
+    expected_fail = [r for r in failed if self_test(r)]
     failed = [r for r in failed if r not in expected_fail]
     checked = hits = lookups = walks = walk_cycles = reads = writes = pwc_hits = cycles = 0
     faults: Counter = Counter()
@@ -237,15 +242,20 @@ def summarize(records: list[dict], *, seed, wall, pytest_rc) -> str:
     return "\n".join(lines)
 
 
+def self_test(record: dict) -> bool:
+    """A self-test of the checker: a bug injected on purpose (its failure is the expected outcome)."""
+    return record.get("test", "").startswith("test_checker_catches")
+
+
 def fullsys_summary(records: list[dict]) -> str:
     """The whole-system runs (sim/fullsys.py) and the trace through the hardware (sim/trace_cosim.py)."""
-    runs = [r for r in records if (r.get("extra") or {}).get("fullsys")]
+    runs = [r for r in records if (r.get("extra") or {}).get("fullsys") and not self_test(r)]
     traces = [r for r in records if (r.get("extra") or {}).get("trace")]
     lines = []
     if runs:
         lines.append("full system: kernel workloads, every access translated by the hardware MMU, every shootdown "
                      "acknowledged on its control port")
-        lines.append(f"  {'workload':<14} {'config':<8} {'transl.':>7} {'faults':>6} {'major':>5} {'COW':>4} "
+        lines.append(f"  {'workload':<14} {'config':<8} {'seed':>10} {'transl.':>7} {'faults':>6} {'major':>5} {'COW':>4} "
                      f"{'swap out/in':>11} {'OOM':>3} {'SEGV':>4} {'shootdowns':>10} {'A/D wr':>6} {'cycles':>7}  result")
         for r in sorted(runs, key=lambda r: r.get("test", "")):
             fs = r["extra"]["fullsys"]
@@ -253,7 +263,8 @@ def fullsys_summary(records: list[dict]) -> str:
             hw = r.get("hw_counters") or {}
             name = Path(fs["workload"]).stem if fs["workload"].endswith(".wl") else fs["workload"]
             result = "same as the reference run" if r.get("passed") else "FAILED"
-            lines.append(f"  {name:<14} {r.get('config', '?'):<8} {fs['translations']:>7} {vm.get('pgfault', 0):>6} "
+            lines.append(f"  {name:<14} {r.get('config', '?'):<8} {r.get('seed', '?'):>10} {fs['translations']:>7} "
+                         f"{vm.get('pgfault', 0):>6} "
                          f"{vm.get('pgmajfault', 0):>5} {vm.get('cow_fault', 0):>4} "
                          f"{str(vm.get('pswpout', 0)) + '/' + str(vm.get('pswpin', 0)):>11} {vm.get('oom_kill', 0):>3} "
                          f"{vm.get('segv', 0):>4} {sum(fs['shootdowns'].values()):>10} {hw.get('mem_writes', 0):>6} "
@@ -276,7 +287,7 @@ def fullsys_summary(records: list[dict]) -> str:
 def coverage_summary(records: list[dict]) -> str:
     counts: Counter = Counter()
     for r in records:
-        if not r.get("test", "").startswith("test_checker_catches"):  # injected bugs: not the design's behaviour
+        if not self_test(r):  # injected bugs: not the design's behaviour
             counts.update((r.get("scoreboard") or {}).get("coverage", {}))
     return coverage.report(counts)
 

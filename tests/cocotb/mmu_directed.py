@@ -120,6 +120,13 @@ async def page_sizes(env: CosimEnv):
             expect(await env.translate(va + off), fault=FaultKind.NONE, paddr=pa + off, size=size)
     for size, va, pa in cases:
         expect(await env.translate(va + size.bytes - 0x1000, W), hit=True, size=size)
+    # every access kind in both modes on every page size: a miss (after INVLPG) and then a hit
+    for size, va, pa in cases:
+        for access in (R, W, X):
+            for user in (False, True):
+                await env.tb.control(CtlOp.FLUSH_VA, va)
+                expect(await env.translate(va + 0x40, access, user), hit=False, paddr=pa + 0x40, size=size)
+                expect(await env.translate(va + 0x80, access, user), hit=True, paddr=pa + 0x80, size=size)
 
 
 @cosim_test()
@@ -209,8 +216,11 @@ async def reserved_bits(env: CosimEnv):
                 pt.map(va, frame_for(env, size), size, accessed=True, dirty=True)
                 a = pt.entry_addr(va, level)
                 env.mem.write64(a, env.mem.read64(a) | (1 << bit))
-                await check(va, R, False, True, f"bit {bit} in {level.name} ({size.label})")
-                await check(va, X, True, True, f"bit {bit} in {level.name} ({size.label})")
+                # every access kind in both modes for the first bit, two of them for the others
+                kinds = [(acc, user) for acc in (R, W, X) for user in (False, True)] if bit == M else \
+                    [(R, False), (X, True)]
+                for acc, user in kinds:
+                    await check(va, acc, user, True, f"bit {bit} in {level.name} ({size.label})")
     # PS in a PML4E
     va = base + n * (1 << 39)
     n += 1

@@ -1,0 +1,179 @@
+"""The pure-Python parts of the full-system co-simulation (no simulator needed): functional coverage bins,
+the reference run and the transparency comparison, the workloads of the regression, `mmu sim`'s report,
+`mmu trace --limit`.  The simulator runs themselves are in tests/test_cosim.py."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from model.config import MMUConfig
+from model.invariants import check
+from model.page_alloc import BuddyAllocator
+from model.pgtable import PageTables
+from model.physmem import PhysMem
+from model.pte import Access, PageSize
+from model.ref_mmu import RefMMU
+from model.walker import ControlRegs
+from sim import coverage
+from sim import runner as R
+from sim.cli import main
+from sim.cmd_sim import report
+from sim.fullsys import ReferenceTranslator, WorkloadSpec, boot, compare, install, reference_run
+from sim.lackey import read_lackey
+from sim.scoreboard import fault_class
+from sim.trace_cosim import COMPARED, reference_counters, trace_prefix
+from test_cosim import FULLSYS_TESTS, TRACE, _workload_param
+
+CFG = MMUConfig()
+
+
+# --- coverage -------------------------------------------------------------------------------
+
+
+def test_coverage_bins_and_exclusions():
+    reachable = coverage.reachable_bins()
+    assert len(reachable) == 108  # per access and mode: 3 hit, 3 ok miss, 3 protection, 4 + 4 walk faults, 1 GP
+    excluded = Counter(coverage.exclusion(b) for b in coverage.all_bins())
+    assert all(excluded[reason] for reason, _ in coverage.EXCLUSIONS), "every rule excludes something"
+    assert excluded[None] == 108 and sum(excluded.values()) == 1800
+    hit_fault = dict(size="4K", access="read", mode="user", lookup="hit", fault="protection", level="PT")
+    assert "never faults" in coverage.exclusion(hit_fault)
+
+
+def _bin(mmu, vaddr, access=Access.READ, user=True):
+    r = mmu.translate(vaddr, access, user)
+    return coverage.bin_key(fault_class(r.fault, r.error_code), access.name.lower(), user, r.tlb_hit, r.size, r.walk)
+
+
+def test_bin_key_names_size_lookup_fault_and_level():
+    mem = PhysMem(1 << 32)
+    pt = PageTables(mem, BuddyAllocator(0x1000, 4096), CFG.maxphyaddr)
+    pt.map(0x4000, 0x0800_0000)
+    pt.map(0x4000_0000, 0x4000_0000, PageSize.SIZE_1G, writable=False)
+    pt.map(0x20_0000, 0x0A00_0000, PageSize.SIZE_2M, user=False)
+    mmu = RefMMU(CFG, mem, ControlRegs(cr3=pt.pml4))
+    assert _bin(mmu, 0x4008) == "4K read user miss ok -"
+    assert _bin(mmu, 0x4010) == "4K read user hit ok -"
+    assert _bin(mmu, 0x4000_1000, Access.WRITE) == "1G write user miss protection PDPT"
+    assert _bin(mmu, 0x20_1000) == "2M read user miss protection PD"
+    assert _bin(mmu, 0x20_1000, user=False) == "2M read supervisor miss ok -"
+    assert _bin(mmu, 0x5000) == "- read user miss not_present PT"
+    assert _bin(mmu, 0x8000_0000_0000, Access.FETCH) == "- fetch user none noncanonical -"
+    assert _bin(mmu, 0x7000_0000_0000) == "- read user miss not_present PML4"
+    for key in ("4K read user miss ok -", "1G write user miss protection PDPT", "- read user miss not_present PT"):
+        assert key in coverage.reachable_bins()
+
+
+def test_coverage_report_lists_the_bins_never_hit():
+    every = Counter(dict.fromkeys(coverage.reachable_bins(), 1))
+    assert "every reachable bin was hit" in coverage.report(every)
+    del every["1G fetch supervisor miss protection PDPT"]
+    text = coverage.report(every)
+    assert "107 of 108 reachable bins hit" in text and "\n    1G fetch supervisor miss protection PDPT" in text
+
+
+# --- the reference run and the comparison ---------------------------------------------------
+
+
+def test_reference_run_replays_exactly_from_its_seed():
+    spec = WorkloadSpec("fork-cow", aslr=True, pcid=True)
+    a, b = reference_run(spec, 7, CFG), reference_run(spec, 7, CFG)
+    assert a == b and compare(a, b) == []
+    assert reference_run(spec, 8, CFG)["memory"] != a["memory"], "with ASLR the seed places the mappings"
+
+
+def test_compare_names_every_difference():
+    ref = reference_run(WorkloadSpec("segv"), 1, CFG)
+    hw = json.loads(json.dumps(ref))
+    hw["vmstat"]["pgfault"] += 1
+    hw["output"] = hw["output"].replace("pid 101", "pid 999")
+    hw["memory"] = "0" * 32
+    diffs = compare(hw, ref)
+    assert len(diffs) == 3
+    assert any(d.startswith("vmstat: pgfault hardware") for d in diffs)
+    assert any(d.startswith("output line") and "pid 999" in d for d in diffs)
+
+
+def test_reference_translator_keeps_the_kernel_correct():
+    k, ops = boot(WorkloadSpec(_workload_param("small-swap")), 3)
+    from model.workload import Runner
+    ref = ReferenceTranslator(CFG, k)
+    install(k, ref)
+    Runner(k).run(ops)
+    check(k)
+    assert ref.translations == ref.ref.counters["lookups"] and ref.answers["not_present"] == k.vmstat["pgfault"]
+    assert ref.ref.counters["mem_writes"] > 0, "the MMU sets A bits that aging had cleared"
+
+
+@pytest.mark.parametrize("name,cfg_name,params", FULLSYS_TESTS, ids=[t[0] for t in FULLSYS_TESTS])
+def test_fullsys_expectations_hold_on_the_reference(name, cfg_name, params):
+    """The regression's expectations are met by the reference run (the hardware must reproduce it exactly)."""
+    spec = WorkloadSpec.from_params({**params, "workload": _workload_param(name)})
+    out = reference_run(spec, 1, R.CONFIGS[cfg_name])
+
+    def value(key):
+        return out["mmu_counters"][key[4:]] if key.startswith("mmu.") else out["vmstat"].get(key, 0)
+
+    for key, want in params.get("expect", {}).items():
+        assert value(key) == want, key
+    for key, least in params.get("expect_min", {}).items():
+        assert value(key) >= least, key
+
+
+# --- mmu sim's report --------------------------------------------------------------------------
+
+
+def _record(test, **extra):
+    return {"test": test, "config": "default", "seed": 5, "passed": True, "cycles": 100, "replay": "SEED=5 ...",
+            "scoreboard": {"checked": 10, "coverage": {"4K read user miss ok -": 10}},
+            "hw_counters": {"lookups": 10, "hits": 0, "walks": 10, "walk_cycles": 90, "mem_reads": 10,
+                            "mem_writes": 2, "pwc_hits": 9}, "extra": extra}
+
+
+def test_mmu_sim_report_has_the_full_system_table_trace_coverage_and_views():
+    fs = {"workload": "/x/small-swap.wl", "translations": 10, "answers": {}, "shootdowns": {"FLUSH_VA": 4},
+          "vmstat": {"pgfault": 5, "pswpout": 3, "pswpin": 2}, "tasks": [], "dmesg": []}
+    res = {"accesses": 50, "itlb_misses": 1, "dtlb_misses": 3, "dtlb_read_misses": 2, "dtlb_write_misses": 1,
+           "walks": 4, "dram_reads": 5, "faults": 0, "cycles": 60, "seed": 5}
+    records = [_record("test_fullsys-small-swap-default", fullsys=fs, reports="== free ==\nMem: 1\n== top ==\n"),
+               _record("test_trace_prefix", trace={"name": "t.gz", "records": 50, "pages": 3, "result": res,
+                                                   "reference": {k: res[k] for k in COMPARED}})]
+    text = report(records, seed=5, wall=1.0, pytest_rc=0)
+    assert "small-swap     default           5      10      5" in text and "3/2" in text
+    assert "first 50 page accesses (3 pages), pipelined: 60 cycles = 1.200 per translation" in text
+    assert "DTLB misses 3 (read 2, write 1)" in text and "equal to the reference replay" in text
+    assert "1 of 108 reachable bins hit" in text and "the kernel at the end of small-swap.wl" in text
+    assert text.rstrip().endswith("zero mismatches")
+
+
+# --- mmu trace --limit ---------------------------------------------------------------------------
+
+
+def test_mmu_trace_limit_replays_the_prefix(capsys):
+    assert main(["trace", str(TRACE), "--limit", "20000", "--quiet", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {k: out[k] for k in COMPARED} == reference_counters(trace_prefix(read_lackey(TRACE), 20000), CFG)
+    assert out["accesses"] == 20000
+    assert main(["trace", str(TRACE), "--limit", "20000", "--quiet"]) == 0
+    assert "first 20000 of 960425 page accesses" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--limit", "0"], "--limit 0: must be a positive number"),
+    (["--seed", "3"], "--seed: only with --hw"),
+])
+def test_mmu_trace_bad_options(argv, message, capsys):
+    assert main(["trace", str(TRACE), *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"mmu: error: {message}")
+
+
+def test_build_names():
+    assert R.build_name(MMUConfig()) == "default" and R.build_name(R.CONFIGS["fifo4"]) == "fifo4"
+    other = MMUConfig().replace(pwc_entries=0)
+    assert R.build_name(other).startswith("cfg-") and R.build_name(other) == R.build_name(other.replace())
+    assert R.build_name(R.with_dram(MMUConfig(), latency=9)) == "default", "DRAM timing does not change the build"
+    assert Path(R.build_dir_for(R.build_name(other))).parent == R.SIM_BUILD
