@@ -184,28 +184,31 @@ class TestbenchFailure(AssertionError):
 # agents
 
 
-class RequestDriver:
-    """Master on ``req``: queued requests are presented in order; valid stays up until accepted."""
+class StreamSource:
+    """Master on one valid/ready stream: queued items are presented in order, valid stays up until the
+    item is accepted, and the acceptance cycle is stamped on the item.  Subclasses say how an item is
+    packed and what acceptance means for it."""
 
-    def __init__(self, dut, ports: MMUPorts, rng: random.Random, *, gap_prob: float = 0.0) -> None:
-        self.ports = ports
+    def __init__(self, dut, port: str, rng: random.Random | None = None, *, gap_prob: float = 0.0) -> None:
         self.rng = rng
-        self.gap_prob = gap_prob  # chance of an idle cycle before presenting the next request
-        self.queue: deque[Request] = deque()
-        self.on_accept = []  # callbacks(req)
-        self.accepted = 0
-        self._valid = 0  # a request is presented and not yet accepted
-        self._driven = 0  # the value last written to req.valid
+        self.gap_prob = gap_prob  # chance of an idle cycle before presenting the next item
+        self.queue: deque = deque()
+        self.on_accept = []  # callbacks(item)
+        self._valid = 0  # an item is presented and not yet accepted
+        self._driven = 0  # the value last written to valid
         self._payload = None
         self._waiting_since = -1
-        self._h_valid, self._h_payload = dut.req__valid, dut.req__payload
-        self._ready = bit_reader(dut.req__ready)
+        self._h_valid, self._h_payload = getattr(dut, f"{port}__valid"), getattr(dut, f"{port}__payload")
+        self._ready = bit_reader(getattr(dut, f"{port}__ready"))
 
-    def submit(self, req: Request) -> Request:
-        req._done = Event()
-        req._accepted = Event()
-        self.queue.append(req)
-        return req
+    def _pack(self, item) -> int:
+        raise NotImplementedError
+
+    def _take(self, item) -> None:
+        """Bookkeeping at acceptance, before the accept callbacks run."""
+
+    def _acknowledge(self, item) -> None:
+        """Wake whoever waits for the acceptance, after the accept callbacks ran."""
 
     def reset(self) -> None:
         self.queue.clear()
@@ -216,26 +219,24 @@ class RequestDriver:
     def busy(self) -> bool:
         return bool(self.queue)
 
-    def sample(self, cycle: int) -> Request | None:
+    def sample(self, cycle: int):
         if self._valid and self._ready():
-            req = self.queue.popleft()
-            req.accept_cycle = cycle
-            req.seq = self.accepted
-            self.accepted += 1
+            item = self.queue.popleft()
+            item.accept_cycle = cycle
             self._valid = 0
             self._waiting_since = -1
+            self._take(item)
             for cb in self.on_accept:
-                cb(req)
-            req._accepted.set()
-            return req
+                cb(item)
+            self._acknowledge(item)
+            return item
         return None
 
     def drive(self, cycle: int) -> None:
         if self._valid:
             return  # hold until accepted
         if self.queue and not (self.gap_prob and self.rng.random() < self.gap_prob):
-            req = self.queue[0]
-            payload = self.ports.req.pack(vaddr=req.vaddr, access=int(req.access), user=int(req.user), id=req.id)
+            payload = self._pack(self.queue[0])
             if payload != self._payload:
                 self._h_payload.value = payload
                 self._payload = payload
@@ -250,6 +251,31 @@ class RequestDriver:
 
     def stalled_for(self, cycle: int) -> int:
         return cycle - self._waiting_since if self._valid and self._waiting_since >= 0 else 0
+
+
+class RequestDriver(StreamSource):
+    """Master on ``req``: translate requests, numbered in acceptance order."""
+
+    def __init__(self, dut, ports: MMUPorts, rng: random.Random, *, gap_prob: float = 0.0) -> None:
+        super().__init__(dut, "req", rng, gap_prob=gap_prob)
+        self.ports = ports
+        self.accepted = 0
+
+    def submit(self, req: Request) -> Request:
+        req._done = Event()
+        req._accepted = Event()
+        self.queue.append(req)
+        return req
+
+    def _pack(self, req: Request) -> int:
+        return self.ports.req.pack(vaddr=req.vaddr, access=int(req.access), user=int(req.user), id=req.id)
+
+    def _take(self, req: Request) -> None:
+        req.seq = self.accepted
+        self.accepted += 1
+
+    def _acknowledge(self, req: Request) -> None:
+        req._accepted.set()
 
 
 class ResponseMonitor:
@@ -290,20 +316,13 @@ class ResponseMonitor:
             self._ready = ready
 
 
-class CtlDriver:
+class CtlDriver(StreamSource):
     """Master on ``ctl``: CR3 writes and flushes.  Acceptance is the acknowledge."""
 
     def __init__(self, dut, ports: MMUPorts) -> None:
+        super().__init__(dut, "ctl")
         self.ports = ports
-        self.queue: deque[CtlTxn] = deque()
-        self.on_accept = []  # callbacks(txn)
         self.log: list[CtlTxn] = []
-        self._valid = 0
-        self._driven = 0
-        self._payload = None
-        self._waiting_since = -1
-        self._h_valid, self._h_payload = dut.ctl__valid, dut.ctl__payload
-        self._ready = bit_reader(dut.ctl__ready)
 
     def submit(self, op: CtlOp, value: int) -> CtlTxn:
         txn = CtlTxn(CtlOp(op), value & ((1 << 64) - 1))
@@ -311,47 +330,14 @@ class CtlDriver:
         self.queue.append(txn)
         return txn
 
-    def reset(self) -> None:
-        self.queue.clear()
-        self._valid = self._driven = 0
-        self._h_valid.value = 0
+    def _pack(self, txn: CtlTxn) -> int:
+        return self.ports.ctl.pack(op=int(txn.op), value=txn.value)
 
-    def busy(self) -> bool:
-        return bool(self.queue)
+    def _take(self, txn: CtlTxn) -> None:
+        self.log.append(txn)
 
-    def sample(self, cycle: int) -> CtlTxn | None:
-        if self._valid and self._ready():
-            txn = self.queue.popleft()
-            txn.accept_cycle = cycle
-            self._valid = 0
-            self._waiting_since = -1
-            self.log.append(txn)
-            for cb in self.on_accept:
-                cb(txn)
-            txn._done.set()
-            return txn
-        return None
-
-    def drive(self, cycle: int) -> None:
-        if self._valid:
-            return
-        if self.queue:
-            txn = self.queue[0]
-            payload = self.ports.ctl.pack(op=int(txn.op), value=txn.value)
-            if payload != self._payload:
-                self._h_payload.value = payload
-                self._payload = payload
-            if not self._driven:
-                self._h_valid.value = 1
-                self._driven = 1
-            self._valid = 1
-            self._waiting_since = cycle + 1
-        elif self._driven:
-            self._h_valid.value = 0
-            self._driven = 0
-
-    def stalled_for(self, cycle: int) -> int:
-        return cycle - self._waiting_since if self._valid and self._waiting_since >= 0 else 0
+    def _acknowledge(self, txn: CtlTxn) -> None:
+        txn._done.set()
 
 
 @dataclass(frozen=True)
