@@ -11,11 +11,9 @@ Python on a prefix, for scale.  Rates are per CPU second; prints figures only.
 
 from __future__ import annotations
 
-import argparse
-import os
 
 import numpy as np
-from bench_trace import _timed, synthetic_trace
+from bench_trace import _timed, synthetic_args, synthetic_trace
 
 from model.config import MMUConfig, Policy, TLBConfig
 from model.pte import PAGE_SHIFT
@@ -63,11 +61,7 @@ def fenwick_distances(keys: list[int]) -> list[int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--accesses", type=int, default=12_000_000, help="synthetic trace length (default 12 million)")
-    ap.add_argument("--seed", type=int, default=int(os.environ.get("MMU_SEED", "1")))
-    args = ap.parse_args()
-    print(f"seed {args.seed} (replay with --seed {args.seed} or MMU_SEED={args.seed})")
+    args = synthetic_args(__doc__.splitlines()[0])
     trace = synthetic_trace(args.accesses, args.seed)
     cfg = MMUConfig()
 

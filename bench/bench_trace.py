@@ -79,12 +79,18 @@ def synthetic_trace(n: int, seed: int) -> Trace:
     return Trace.from_arrays(vaddr, access, f"synthetic seed={seed}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def synthetic_args(description: str) -> argparse.Namespace:
+    """--accesses and --seed of the synthetic-trace benches; prints the seed so a run replays."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--accesses", type=int, default=12_000_000, help="synthetic trace length (default 12 million)")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("MMU_SEED", "1")))
     args = ap.parse_args()
     print(f"seed {args.seed} (replay with --seed {args.seed} or MMU_SEED={args.seed})")
+    return args
+
+
+def main() -> None:
+    args = synthetic_args(__doc__.splitlines()[0])
     cfg = MMUConfig()
 
     (trace,), took = _timed(lambda: (synthetic_trace(args.accesses, args.seed),))
