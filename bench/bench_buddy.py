@@ -11,8 +11,8 @@ import random
 import sys
 import time
 
-from model.page_alloc import BuddyAllocator
-from model.slub import SlabAllocator
+from model.mm.page_alloc import BuddyAllocator
+from model.mm.slub import SlabAllocator
 
 ZONE_PAGES = 1 << 18  # 1 GiB
 PAIRS = 200_000

@@ -28,14 +28,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sim import runner as R  # noqa: E402
-
+from replay.lackey import SHIPPED_TRACE
+from sim import runner as R
 
 BENCH_RESULTS = R.SIM_BUILD / "bench_results"  # kept apart from the regression's records
-SMALL_SWAP = R.ROOT / "tests" / "cocotb" / "workloads" / "small-swap.wl"
-TRACE = R.ROOT / "traces" / "listwalk.lackey.gz"
+SMALL_SWAP = R.COCOTB_DIR / "workloads" / "small-swap.wl"
+TRACE = SHIPPED_TRACE
 
 
 def _rate(n, t):
@@ -47,9 +45,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ops", type=int, default=3000, help="random requests in the speed run (default 3000)")
     ap.add_argument("--seed", type=int, default=1, help="seed (default 1: the same workload every time)")
     ap.add_argument("--workload", default=str(SMALL_SWAP),
-                    help="kernel workload of the full-system figures (default: tests/cocotb/workloads/small-swap.wl)")
+                    help="kernel workload of the full-system figures (default: sim/cocotb_tests/workloads/small-swap.wl)")
     ap.add_argument("--trace-limit", type=int, default=100000,
-                    help="page accesses of traces/listwalk.lackey.gz sent through the hardware (default 100000)")
+                    help="page accesses of replay/traces/listwalk.lackey.gz sent through the hardware (default 100000)")
     args = ap.parse_args(argv)
     cfg = R.CONFIGS["default"]
     print(f"co-simulation benchmark on Icarus (seed {args.seed}); building the designs if needed ...", flush=True)

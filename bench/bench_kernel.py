@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from model import fork, mmap  # noqa: E402
-from model.kernel import Kernel  # noqa: E402
-from model.pte import Access  # noqa: E402
-from model.workload import run_workload  # noqa: E402
+from model.mm import fork, mmap
+from model.mm.kernel import Kernel
+from model.user.workload import run_workload
+from model.x86.pte import Access
 
 
 def faults_per_second(kind: str, pages: int = 20000) -> float:

@@ -1,9 +1,9 @@
 """Sweep figures: the LRU stack-distance pass against replaying each DTLB size one by one.
 
 Usage: python bench/bench_sweep.py [--accesses N] [--seed SEED]
-On the synthetic trace of bench_trace.py (default 12 million page accesses), one
+On the synthetic trace of replay/synthetic.py (default 12 million page accesses), one
 stack-distance pass gives the DTLB misses of a fully associative LRU DTLB of
-every size; the folded replay (sim/trace_replay.py) needs one run per size.
+every size; the folded replay (replay/trace_replay.py) needs one run per size.
 Both give the same counts (printed).  Also: a sweep row made from the distances
 plus the replay of the walks alone, and the textbook Fenwick-tree pass in pure
 Python on a prefix, for scale.  Rates are per CPU second; prints figures only.
@@ -11,15 +11,15 @@ Python on a prefix, for scale.  Rates are per CPU second; prints figures only.
 
 from __future__ import annotations
 
-
 import numpy as np
-from bench_trace import _timed, synthetic_args, synthetic_trace
+from benchlib import synthetic_args, timed
 
 from model.config import MMUConfig, Policy, TLBConfig
-from model.pte import PAGE_SHIFT
-from model.stack_distance import COLD
-from sim.sweep import LRUStack, Point, sweep
-from sim.trace_replay import replay
+from model.x86.pte import PAGE_SHIFT
+from replay.stack_distance import COLD
+from replay.sweep import LRUStack, Point, sweep
+from replay.synthetic import synthetic_trace
+from replay.trace_replay import replay
 
 SIZES = [1, 2, 4, 8, 16]  # fully associative LRU sizes the hardware (and so TLBConfig) allows
 FENWICK_PREFIX = 300_000
@@ -27,7 +27,7 @@ FENWICK_PREFIX = 300_000
 
 def fenwick_distances(keys: list[int]) -> list[int]:
     """Stack distances with a Fenwick tree over last-use times, one Python iteration per reference
-    (-1 for a first use): the O(n log n) algorithm that model/stack_distance.py does in numpy passes."""
+    (-1 for a first use): the O(n log n) algorithm that replay/stack_distance.py does in numpy passes."""
     n = len(keys)
     tree = [0] * (n + 1)
     last: dict[int, int] = {}
@@ -65,33 +65,33 @@ def main() -> None:
     trace = synthetic_trace(args.accesses, args.seed)
     cfg = MMUConfig()
 
-    lru, sd = _timed(lambda: LRUStack(trace))
+    lru, sd = timed(lambda: LRUStack(trace))
     lookups = len(lru.index)
     print(f"stack-distance pass   : {sd.rate(len(trace))} trace accesses/s ({sd}; {len(trace):,} accesses, "
           f"{lookups:,} DTLB lookups: {lookups / sd.cpu:,.0f}/s)")
     misses = lru.misses(SIZES)
-    _, took = _timed(lambda: lru.misses(np.arange(1, 1 << 15)))
+    _, took = timed(lambda: lru.misses(np.arange(1, 1 << 15)))
     print(f"  misses of every size 1..32767 from the distances: {took}")
 
     replay_cpu = 0.0
     for n, m in zip(SIZES, misses.tolist()):
         c = cfg.replace(dtlb=TLBConfig(n, n, Policy.LRU))
-        r, took = _timed(lambda: replay(trace, c))
+        r, took = timed(lambda: replay(trace, c))
         replay_cpu += took.cpu
         print(f"replay, {n:>2} entries     : {took.rate(len(trace))} accesses/s ({took}); "
               f"DTLB misses {r.dtlb_misses:,}, stack distances {m:,}: {'equal' if r.dtlb_misses == m else 'DIFFER'}")
     print(f"{len(SIZES)} replays             : {replay_cpu:.2f} s CPU; the stack-distance pass, every size: "
           f"{sd.cpu:.2f} s CPU ({replay_cpu / sd.cpu:.0f}x)")
 
-    (row,), took = _timed(lambda: sweep(trace, cfg, [Point(16, 16, Policy.LRU, cfg.pwc_entries)]).rows)
+    (row,), took = timed(lambda: sweep(trace, cfg, [Point(16, 16, Policy.LRU, cfg.pwc_entries)]).rows)
     print(f"sweep row, 16 entries : {took.rate(len(trace))} accesses/s ({took}; distances, ITLB replay, "
           f"{row.walks:,} walks replayed alone)")
 
     index = lru.index[:FENWICK_PREFIX]
     prefix = type(trace).from_arrays(trace.vaddr[index], trace.access[index])
     pages = (prefix.vaddr >> np.uint64(PAGE_SHIFT)).tolist()
-    fenwick, took = _timed(lambda: fenwick_distances(pages))
-    numpy_lru, took_np = _timed(lambda: LRUStack(prefix))
+    fenwick, took = timed(lambda: fenwick_distances(pages))
+    numpy_lru, took_np = timed(lambda: LRUStack(prefix))
     same = np.array_equal(np.where(numpy_lru.distance == COLD, -1, numpy_lru.distance), fenwick)
     print(f"Fenwick tree, Python  : {took.rate(len(pages))} DTLB lookups/s ({took}; first {len(pages):,}); "
           f"numpy passes on the same: {took_np.rate(len(pages))}/s; distances {'equal' if same else 'DIFFER'}")

@@ -22,12 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from amaranth.back import rtlil  # noqa: E402
 
-from hw.mmu import MMU  # noqa: E402
-from model.config import MMUConfig, Policy, TLBConfig  # noqa: E402
+from hw.mmu import MMU
+from model.config import MMUConfig, Policy, TLBConfig
 
 CONFIGS = {
     "default": MMUConfig(),

@@ -15,13 +15,13 @@ import time
 from types import SimpleNamespace
 
 from model.config import MMUConfig, Policy, TLBConfig
-from model.page_alloc import BuddyAllocator
-from model.pgtable import PageTables
-from model.physmem import PhysMem
-from model.pte import Access, PageSize
-from model.ref_mmu import RefMMU
-from model.tlb import TLB
-from model.walker import ControlRegs
+from model.mm.page_alloc import BuddyAllocator
+from model.reference.ref_mmu import RefMMU
+from model.reference.ref_tlb import TLB
+from model.reference.ref_walker import ControlRegs
+from model.x86.pgtable import PageTables
+from model.x86.physmem import PhysMem
+from model.x86.pte import Access, PageSize
 
 LOOKUPS = 1_000_000
 TRANSLATIONS = 300_000

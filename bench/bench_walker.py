@@ -11,11 +11,11 @@ import os
 import random
 import time
 
-from model.page_alloc import BuddyAllocator
-from model.pgtable import PageTables
-from model.physmem import PhysMem
-from model.pte import A, D, Access
-from model.walker import ControlRegs, walk
+from model.mm.page_alloc import BuddyAllocator
+from model.reference.ref_walker import ControlRegs, walk
+from model.x86.pgtable import PageTables
+from model.x86.physmem import PhysMem
+from model.x86.pte import A, Access, D
 
 
 def rate(fn, items, seconds: float) -> float:

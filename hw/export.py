@@ -43,7 +43,7 @@ def icarus_time0_fix(text: str) -> str:
 
 def verilog_text(cfg: MMUConfig, name: str = "mmu_top") -> tuple[str, object]:
     """The Verilog source of an MMU built from ``cfg`` and the elaborated top (for its ports)."""
-    from .mmu import MMU  # local: importing hw.export must stay cheap
+    from hw.mmu import MMU  # local: importing hw.export must stay cheap
 
     mmu = MMU(cfg)
     text = verilog.convert(mmu, name=name, emit_src=False)

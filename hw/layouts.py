@@ -12,7 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from model.config import MMUConfig
-from model.tlbflush import CtlOp  # noqa: F401  (the ctl port encoding)
+from model.x86.tlbflush import CtlOp  # noqa: F401  (the ctl port encoding)
 
 # The PTE as the SDM draws it (Vol. 3A, tables 4-15..4-20): bit 0 first.
 PTELayout = data.StructLayout({
@@ -39,9 +39,9 @@ def request_layout(cfg: MMUConfig) -> data.StructLayout:
 def response_layout(cfg: MMUConfig) -> data.StructLayout:
     return data.StructLayout({
         "paddr": cfg.maxphyaddr,
-        "fault": 2,  # model.pte.FaultKind
-        "error_code": 5,  # model.pte.PF_* bits
-        "size": 2,  # model.pte.PageSize
+        "fault": 2,  # model.x86.pte.FaultKind
+        "error_code": 5,  # model.x86.pte.PF_* bits
+        "size": 2,  # model.x86.pte.PageSize
         "tlb_hit": 1,
         "id": cfg.id_bits,
     })

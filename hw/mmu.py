@@ -34,12 +34,11 @@ from __future__ import annotations
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 
+from hw.layouts import COUNTER_NAMES, mmu_signature, response_layout
+from hw.tlb import TLB
+from hw.walker import ACCESS_FETCH, Walker
 from model.config import MMUConfig
-from model.tlbflush import CtlOp
-
-from .layouts import COUNTER_NAMES, mmu_signature, response_layout
-from .tlb import TLB
-from .walker import ACCESS_FETCH, Walker
+from model.x86.tlbflush import CtlOp
 
 FAULT_NONE, FAULT_PAGE, FAULT_NONCANONICAL = 0, 1, 2
 

@@ -23,9 +23,8 @@ from amaranth import Array, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.replacement import Replacement, priority_encode
 from model.config import Policy
-
-from .replacement import Replacement, priority_encode
 
 PREFIX_BITS = 27  # vaddr[47:21]: the longest prefix (a PDE's)
 

@@ -42,11 +42,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.layouts import FlagsLayout
+from hw.replacement import Replacement, priority_encode
+from hw.walker import ACCESS_WRITE, access_allowed
 from model.config import MMUConfig, TLBConfig
-
-from .layouts import FlagsLayout
-from .replacement import Replacement, priority_encode
-from .walker import ACCESS_WRITE, access_allowed
 
 
 def main_entry_layout(tcfg: TLBConfig, maxphyaddr: int) -> data.StructLayout:

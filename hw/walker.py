@@ -36,10 +36,9 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.layouts import FlagsLayout, MemRespLayout, mem_req_layout
+from hw.pwc import PageWalkCache
 from model.config import MMUConfig
-
-from .layouts import FlagsLayout, MemRespLayout, mem_req_layout
-from .pwc import PageWalkCache
 
 ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH = 0, 1, 2
 BIT_P, BIT_RW, BIT_US, BIT_A, BIT_D, BIT_PS, BIT_G, BIT_XD = 0, 1, 2, 5, 6, 7, 8, 63

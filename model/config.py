@@ -1,7 +1,7 @@
 """One frozen description of an MMU instance.
 
 The same object parameterises the Amaranth design (`hw/`), the reference MMU
-(`model/ref_mmu.py`) and the testbench (`sim/`), so changing one value here
+(`model/reference/ref_mmu.py`) and the testbench (`sim/`), so changing one value here
 changes all three together.  Every rule is checked in ``__post_init__`` so an
 impossible configuration is refused with a message naming the field and the
 rule, before any hardware is elaborated.
@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .errors import UserError
+from model.errors import UserError
 
 
 class ConfigError(UserError):

@@ -21,15 +21,14 @@ import traceback
 import cocotb
 
 from model.config import MMUConfig
-from model.page_alloc import BuddyAllocator
-from model.pgtable import PageTables
-from model.physmem import PhysMem
-from model.pte import Access, PAGE_SHIFT
-from model.tlbflush import CtlOp
-
-from . import runner as R
-from .mmu_driver import Flags, Testbench, TestbenchFailure
-from .scoreboard import Scoreboard
+from model.mm.page_alloc import BuddyAllocator
+from model.x86.pgtable import PageTables
+from model.x86.physmem import PhysMem
+from model.x86.pte import PAGE_SHIFT, Access
+from model.x86.tlbflush import CtlOp
+from sim import runner as R
+from sim.mmu_driver import Flags, Testbench, TestbenchFailure
+from sim.scoreboard import Scoreboard
 
 # Page-table pages and data frames are handed out from this zone (64 MiB at 16 MiB);
 # the rest of the 2**M bytes of physical memory reads as zeros (the store is sparse).
@@ -77,7 +76,7 @@ class CosimEnv:
             self.tb.dram.inject = inject
             self.tb.dram.inject_after = int(self.params.get("inject_after", 40))
         elif inject == "drop_flush":
-            from model.tlbflush import CtlOp as _Op
+            from model.x86.tlbflush import CtlOp as _Op
             self.sb.drop_ctl_op = _Op.FLUSH_ALL
         self.t_start = time.monotonic()
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from model.pte import Level, PageSize
+from model.x86.pte import Level, PageSize
 
 SIZES = ("4K", "2M", "1G", "-")
 ACCESSES = ("read", "write", "fetch")

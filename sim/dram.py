@@ -1,6 +1,6 @@
 """The DRAM behind the MMU's memory port: timing, the write overlay, and the cocotb bus agent.
 
-One physical memory (``model.physmem.PhysMem``) is shared by the kernel model,
+One physical memory (``model.x86.physmem.PhysMem``) is shared by the kernel model,
 the reference MMU and this DRAM.  Three layers:
 
 ``DRAMTimingModel``
@@ -258,7 +258,7 @@ class DRAMAgent:
         self.inject: str | None = None
         self.inject_after = 0
         self.injected = False
-        from .mmu_driver import bit_reader, int_reader
+        from sim.mmu_driver import bit_reader, int_reader
 
         self._req_valid_now = bit_reader(dut.mem_req__valid)
         self._req_payload_now = int_reader(dut.mem_req__payload)

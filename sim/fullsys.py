@@ -1,6 +1,6 @@
 """The whole system: the kernel model's processes running on the hardware MMU (Verilog on Icarus).
 
-A workload (``model/workload.py``: a named one or a file) runs on a booted
+A workload (``model/user/workload.py``: a named one or a file) runs on a booted
 ``Kernel`` whose physical memory is the one the DRAM model serves.  Two hooks
 of the kernel are pointed at the testbench:
 
@@ -47,18 +47,18 @@ from dataclasses import dataclass
 
 from cocotb.task import bridge, resume
 
-from model import invariants, reports
 from model.config import MMUConfig
-from model.kernel import Kernel
-from model.pte import PAGE_SIZE, Access, FaultKind
-from model.ref_mmu import RefMMU
-from model.tlbflush import CR3_NOFLUSH, CtlOp
-from model.walker import ControlRegs
-from model.workload import Op, Runner, boot_kernel, load, parse, parse_size
-
-from .cosim import CosimEnv
-from .mmu_driver import Flags
-from .scoreboard import COMPARED_COUNTERS, fault_class
+from model.mm import invariants
+from model.mm.kernel import Kernel
+from model.reference.ref_mmu import RefMMU
+from model.reference.ref_walker import ControlRegs
+from model.user import reports
+from model.user.workload import Op, Runner, boot_kernel, load, parse, parse_size
+from model.x86.pte import PAGE_SIZE, Access, FaultKind
+from model.x86.tlbflush import CR3_NOFLUSH, CtlOp
+from sim.cosim import CosimEnv
+from sim.mmu_driver import Flags
+from sim.scoreboard import COMPARED_COUNTERS, fault_class
 
 
 class FullSystemError(AssertionError):
@@ -73,7 +73,7 @@ class FullSystemError(AssertionError):
 class WorkloadSpec:
     """Which workload, and the boot settings a test overrides (None: the workload's own)."""
 
-    workload: str  # a named workload (workloads/NAME.wl) or a file
+    workload: str  # a named workload (model/user/workloads/NAME.wl) or a file
     mem: int | None = None
     swap: int | None = None
     pcid: bool | None = None

@@ -28,12 +28,11 @@ from amaranth.sim import Simulator
 from hw.layouts import COUNTER_NAMES
 from hw.mmu import MMU
 from model.config import MMUConfig
-from model.explain import OverlayMem
-from model.pte import Access, FaultKind, PageSize
-from model.tlbflush import CtlOp
-from model.walker import ControlRegs
-
-from .dram import DRAMTimingModel
+from model.reference.ref_walker import ControlRegs
+from model.teach.explain import OverlayMem
+from model.x86.pte import Access, FaultKind, PageSize
+from model.x86.tlbflush import CtlOp
+from sim.dram import DRAMTimingModel
 
 _MAX_CYCLES_PER_REQUEST = 10_000
 

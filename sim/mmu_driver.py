@@ -40,11 +40,10 @@ from cocotb.clock import Clock
 from cocotb.triggers import Event, First, RisingEdge, Timer
 
 from model.config import MMUConfig
-from model.pte import Access, FaultKind, PageSize
-from model.tlbflush import CtlOp
-
-from .dram import DRAMAgent, DRAMStore
-from .ports import MMUPorts
+from model.x86.pte import Access, FaultKind, PageSize
+from model.x86.tlbflush import CtlOp
+from sim.dram import DRAMAgent, DRAMStore
+from sim.ports import MMUPorts
 
 CLOCK_PERIOD_NS = 10
 

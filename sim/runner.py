@@ -1,15 +1,15 @@
 """Runner glue: build the MMU's Verilog once per configuration and launch cocotb tests on Icarus.
 
-Used by ``tests/test_cosim.py`` (pytest), ``bench/bench_cosim.py`` and ``mmu sim``.
+Used by ``sim/regression.py`` (pytest), ``bench/bench_cosim.py`` and ``mmu sim``.
 
 - ``build(cfg, name)`` converts the Amaranth design with ``hw.export`` into
   ``sim_build/<name>/mmu_top.v`` and compiles it with Icarus (through
   ``cocotb_tools.runner``).  A stamp file (hash of the configuration and of the
-  ``hw/``, ``model/config.py`` and ``model/pte.py`` sources) skips both steps when
+  ``hw/``, ``model/config.py`` and ``model/x86/pte.py`` sources) skips both steps when
   nothing changed, and a file lock lets several pytest-xdist workers ask for the
   same build at once.  ``WAVES=1`` uses a separate build (``<name>-waves``),
   because Icarus needs a dump module compiled in.
-- ``run_test(...)`` runs one cocotb test of ``tests/cocotb/`` in its own
+- ``run_test(...)`` runs one cocotb test of ``sim/cocotb_tests/`` in its own
   directory ``sim_build/<name>/runs/<test>/`` and returns the result record the
   test wrote (stats, failure message, seed).
 
@@ -33,14 +33,17 @@ from pathlib import Path
 
 from model.config import DRAMTiming, MMUConfig, Policy, TLBConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-SIM_BUILD = ROOT / "sim_build"
+# The folder that holds the packages (sim/, model/, hw/): the checkout, or site-packages when installed.
+PKG_ROOT = Path(__file__).resolve().parent.parent
+# Builds, runs and records go below the working directory (or $MMU_SIM_BUILD), never into the package.
+SIM_BUILD = Path(os.environ.get("MMU_SIM_BUILD", "sim_build")).resolve()
 RESULTS_DIR = SIM_BUILD / "results"  # `mmu sim`'s records (it clears them at the start of a run)
 PYTEST_RESULTS_DIR = SIM_BUILD / "results-pytest"  # records of plain pytest runs (make test)
 ENV_RESULTS_DIR = "MMU_COSIM_RESULTS_DIR"  # set by `mmu sim` for the pytest it starts
 TOPLEVEL = "mmu_top"
 TIMESCALE = ("1ns", "1ps")
-COCOTB_DIR = ROOT / "tests" / "cocotb"
+COCOTB_DIR = Path(__file__).resolve().parent / "cocotb_tests"
+REGRESSION = Path(__file__).resolve().parent / "regression.py"
 
 ENV_SEED = "MMU_COSIM_SEED"
 ENV_CONFIG = "MMU_COSIM_CONFIG"
@@ -100,8 +103,8 @@ def with_dram(cfg: MMUConfig, **timing) -> MMUConfig:
 def _source_hash(cfg: MMUConfig) -> str:
     h = hashlib.sha256(config_key(cfg).encode())
     h.update(_BUILD_RECIPE.encode())
-    files = sorted((ROOT / "hw").glob("*.py")) + [ROOT / "model" / "config.py", ROOT / "model" / "pte.py",
-                                                   ROOT / "model" / "tlbflush.py"]
+    files = (sorted((PKG_ROOT / "hw").glob("*.py")) + [PKG_ROOT / "model" / "config.py"]
+             + sorted((PKG_ROOT / "model" / "x86").glob("*.py")))
     for f in files:
         if f.exists():
             h.update(f.name.encode())
@@ -207,11 +210,10 @@ def _safe(text: str) -> str:
 def run_test(module: str, testcase: str, cfg: MMUConfig, cfg_name: str, *, seed: int, test_id: str,
              nodeid: str = "", params: dict | None = None, waves: bool | None = None,
              results_dir: Path | None = None, replay: str | None = None) -> TestOutcome:
-    """Run cocotb test ``testcase`` of ``tests/cocotb/<module>.py`` on the build of ``cfg``.
+    """Run cocotb test ``testcase`` of ``sim/cocotb_tests/<module>.py`` on the build of ``cfg``.
 
     ``replay`` is the command that replays the run (default: the pytest command of ``nodeid``).
     """
-    from cocotb_tools.runner import get_runner
 
     waves = waves_requested() if waves is None else waves
     bdir = build(cfg, cfg_name, waves=waves)
@@ -297,10 +299,10 @@ def _run_in(run_dir: Path, module, testcase, cfg, cfg_name, bdir, *, seed, test_
 
 
 def _runner_test(runner, module, testcase, bdir, run_dir, env, waves, plusargs, log, xml):
-    # The runner sets the simulator's PYTHONPATH from sys.path: add the project root (sim/, model/, hw/)
-    # and tests/cocotb (the test modules).
+    # The runner sets the simulator's PYTHONPATH from sys.path: add the packages' folder (sim/, model/, hw/)
+    # and sim/cocotb_tests (the test modules).
     saved_sys_path = list(sys.path)
-    sys.path[:0] = [str(COCOTB_DIR), str(ROOT)]
+    sys.path[:0] = [str(COCOTB_DIR), str(PKG_ROOT)]
     # The runner checks the results itself when PYTEST_CURRENT_TEST is set and exits on failure;
     # hide it so that we read the results (and our own record) instead.
     saved_pct = os.environ.pop("PYTEST_CURRENT_TEST", None)

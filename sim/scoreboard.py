@@ -1,4 +1,4 @@
-"""The scoreboard: every hardware response checked against the reference MMU (``model.ref_mmu.RefMMU``).
+"""The scoreboard: every hardware response checked against the reference MMU (``model.reference.ref_mmu.RefMMU``).
 
 What is compared, per response (docs/reference.md is the contract):
 
@@ -38,14 +38,13 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from model.pte import FaultKind, PF_P, PF_RSVD, PageSize
-from model.ref_mmu import COUNTERS as REF_COUNTERS
-from model.ref_mmu import RefMMU
-from model.walker import ControlRegs
-
-from . import coverage
-from .dram import DRAMStore, MemOp
-from .mmu_driver import CtlTxn, Flags, Request, Response, describe_answer
+from model.reference.ref_mmu import COUNTERS as REF_COUNTERS
+from model.reference.ref_mmu import RefMMU
+from model.reference.ref_walker import ControlRegs
+from model.x86.pte import PF_P, PF_RSVD, FaultKind, PageSize
+from sim import coverage
+from sim.dram import DRAMStore, MemOp
+from sim.mmu_driver import CtlTxn, Flags, Request, Response, describe_answer
 
 # Counters the hardware and the reference define the same way (walk_cycles is timing: hardware only).
 COMPARED_COUNTERS = tuple(REF_COUNTERS)

@@ -1,6 +1,6 @@
 """A program's memory trace through the hardware MMU on Icarus (``mmu trace FILE --hw``).
 
-The address space is the reference replay's (``sim/trace_replay.py``:
+The address space is the reference replay's (``replay/trace_replay.py``:
 ``AddressSpace.for_trace``, every page a 4 KiB user page with full rights, A
 and D clear), built in the memory the DRAM model serves.  Every page access of
 the trace is sent (no folding: cycles need the hits too), with a few requests
@@ -17,12 +17,11 @@ import re
 from pathlib import Path
 
 from model.config import MMUConfig
-from model.pte import Access
-
-from . import runner as R
-from .cosim import CosimEnv
-from .lackey import Trace, read_lackey
-from .trace_replay import AddressSpace, replay
+from model.x86.pte import Access
+from replay.lackey import Trace, read_lackey
+from replay.trace_replay import AddressSpace, replay
+from sim import runner as R
+from sim.cosim import CosimEnv
 
 RESULTS_DIR = R.SIM_BUILD / "trace_results"  # `mmu trace --hw` records, apart from the regression's
 
@@ -93,6 +92,6 @@ def run_on_hardware(path: str, limit: int | None, cfg: MMUConfig, seed: int, rep
     name = R.build_name(cfg)
     R.build(cfg, name, quiet=False)
     test_id = "trace_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).name) + (f"_{limit}" if limit else "")
-    return R.run_test("fullsys", "trace", cfg, name, seed=seed, test_id=test_id,
+    return R.run_test("mmu_fullsys", "trace", cfg, name, seed=seed, test_id=test_id,
                       params={"trace": str(Path(path).resolve()), "limit": limit}, results_dir=RESULTS_DIR,
                       replay=replay_cmd)

@@ -1,6 +1,6 @@
 """The pure-Python parts of the full-system co-simulation (no simulator needed): functional coverage bins,
 the reference run and the transparency comparison, the workloads of the regression, `mmu sim`'s report,
-`mmu trace --limit`.  The simulator runs themselves are in tests/test_cosim.py."""
+`mmu trace --limit`.  The simulator runs themselves are in sim/regression.py."""
 
 from __future__ import annotations
 
@@ -10,23 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from cli.cmd_sim import report
+from cli.main import main
 from model.config import MMUConfig
-from model.invariants import check
-from model.page_alloc import BuddyAllocator
-from model.pgtable import PageTables
-from model.physmem import PhysMem
-from model.pte import Access, PageSize
-from model.ref_mmu import RefMMU
-from model.walker import ControlRegs
+from model.mm.invariants import check
+from model.mm.page_alloc import BuddyAllocator
+from model.reference.ref_mmu import RefMMU
+from model.reference.ref_walker import ControlRegs
+from model.x86.pgtable import PageTables
+from model.x86.physmem import PhysMem
+from model.x86.pte import Access, PageSize
+from replay.lackey import read_lackey
 from sim import coverage
 from sim import runner as R
-from sim.cli import main
-from sim.cmd_sim import report
 from sim.fullsys import ReferenceTranslator, WorkloadSpec, boot, compare, install, reference_run
-from sim.lackey import read_lackey
+from sim.regression import FULLSYS_TESTS, TRACE, _workload_param
 from sim.scoreboard import fault_class
 from sim.trace_cosim import COMPARED, reference_counters, trace_prefix
-from test_cosim import FULLSYS_TESTS, TRACE, _workload_param
 
 CFG = MMUConfig()
 
@@ -100,7 +100,7 @@ def test_compare_names_every_difference():
 
 def test_reference_translator_keeps_the_kernel_correct():
     k, ops = boot(WorkloadSpec(_workload_param("small-swap")), 3)
-    from model.workload import Runner
+    from model.user.workload import Runner
     ref = ReferenceTranslator(CFG, k)
     install(k, ref)
     Runner(k).run(ops)

@@ -9,11 +9,11 @@ import pytest
 
 from hw import layouts
 from model.config import DRAMTiming, MMUConfig
-from model.page_alloc import BuddyAllocator
-from model.pgtable import PageTables
-from model.physmem import PhysMem
-from model.pte import A, Access, FaultKind, PageSize
-from model.tlbflush import CtlOp
+from model.mm.page_alloc import BuddyAllocator
+from model.x86.pgtable import PageTables
+from model.x86.physmem import PhysMem
+from model.x86.pte import A, Access, FaultKind, PageSize
+from model.x86.tlbflush import CtlOp
 from sim.dram import DRAMStore, DRAMTimingModel
 from sim.mmu_driver import CtlTxn, Request, Response
 from sim.ports import MMUPorts, Payload

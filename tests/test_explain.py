@@ -5,12 +5,12 @@ import re
 
 import pytest
 
+from cli.main import main
 from model.config import MMUConfig
-from model.explain import decode_row, demo_address_space, explain, permission_checks
-from model.pte import A, D, P, PS, RW, US, XD, Access, FaultKind, Level
-from model.walker import ControlRegs, walk
-from model.workload import run_workload
-from sim.cli import main
+from model.reference.ref_walker import ControlRegs, walk
+from model.teach.explain import decode_row, demo_address_space, explain, permission_checks
+from model.user.workload import run_workload
+from model.x86.pte import PS, RW, US, XD, A, Access, D, FaultKind, Level, P
 from sim.hw_timing import time_translations
 
 VA = 0x0000_7F12_3456_7ABC  # the demo's untouched heap page, offset 0xabc

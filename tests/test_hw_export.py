@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
+from cli import main as cli
 from hw import layouts
 from hw.export import write_verilog
 from model.config import MMUConfig, Policy, TLBConfig
-from sim import cli
 
 CONFIGS = {
     "default": MMUConfig(),

@@ -1,4 +1,4 @@
-"""The MMU top in Amaranth's Python simulator against the reference MMU (model/ref_mmu.py).
+"""The MMU top in Amaranth's Python simulator against the reference MMU (model/reference/ref_mmu.py).
 
 A fast, self-contained check of the hardware before the cocotb regression: random
 page tables (every fault rule, 4K/2M/1G leaves, global pages, two address spaces),
@@ -24,10 +24,10 @@ from amaranth.sim import Simulator
 
 from hw.mmu import MMU
 from model.config import MMUConfig, Policy, TLBConfig
-from model.pte import A, D, G, P, PS, RW, US, XD, Access
-from model.ref_mmu import RefMMU
-from model.tlbflush import CR3_NOFLUSH, CtlOp
-from model.walker import ControlRegs
+from model.reference.ref_mmu import RefMMU
+from model.reference.ref_walker import ControlRegs
+from model.x86.pte import PS, RW, US, XD, A, Access, D, G, P
+from model.x86.tlbflush import CR3_NOFLUSH, CtlOp
 
 
 class DictMem:

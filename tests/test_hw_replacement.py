@@ -1,5 +1,5 @@
 """The replacement units of hw/replacement.py in Amaranth's simulator, against docs/reference.md
-and the reference policies of model/replacement.py."""
+and the reference policies of model/reference/ref_replacement.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from hw.replacement import LFSR_TAPS, Replacement
 from model.config import Policy
-from model.replacement import FIFO, LRU, TreePLRU, lfsr_step
+from model.reference.ref_replacement import FIFO, LRU, TreePLRU, lfsr_step
 
 
 def simulate(unit: Replacement, script):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from model import fork, mmap
-from model.invariants import check
-from model.kernel import Kernel
-from model.malloc import Malloc
-from model.mm_types import MM_ANONPAGES, MM_SWAPENTS
-from model.pte import A, D, P, PS, RW, Access, PageSize
-from model.swapfile import pte_to_swp_entry, swp_entry_to_pte
-from model.tlbflush import CR3_NOFLUSH, CtlOp
+from model.mm import fork, mmap
+from model.mm.invariants import check
+from model.mm.kernel import Kernel
+from model.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS
+from model.mm.swapfile import pte_to_swp_entry, swp_entry_to_pte
+from model.user.malloc import Malloc
+from model.x86.pte import PS, RW, A, Access, D, P, PageSize
+from model.x86.tlbflush import CR3_NOFLUSH, CtlOp
 
 
 def boot(**kw):
@@ -59,8 +59,8 @@ def test_map_populate_faults_the_whole_range_in_at_mmap_time():
 
 
 def test_shared_anonymous_memory_is_shmem_shared_across_fork():
-    from model.show_mem import meminfo
-    from model.procps import parse_meminfo
+    from model.proc.show_mem import meminfo
+    from model.user.procps import parse_meminfo
     k, t = boot()
     p = mmap.do_mmap(k, t, 0, 16 << 12, 3, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
     k.access(t, p, Access.WRITE)
@@ -145,7 +145,7 @@ def test_mmap_base_is_task_size_minus_the_128m_gap_without_aslr_and_seeded_with_
 
 
 def test_proc_pid_maps_columns_follow_show_map_vma():
-    from model.task_mmu import show_maps
+    from model.proc.task_mmu import show_maps
     k, t = boot()
     t.heap.touch(t.heap.malloc(1000), 8)
     lines = show_maps(t).splitlines(keepends=True)
@@ -210,12 +210,12 @@ def test_reclaim_swaps_anonymous_pages_out_to_swap_entries_and_back_in():
 
 
 def _entries(task):
-    from model.memory import leaf_entries
+    from model.mm.memory import leaf_entries
     return [(va, v) for vma in task.mm.vmas for va, v in leaf_entries(task.mm, vma.start, vma.end)]
 
 
 def test_aging_clears_accessed_bits_and_flushes_each_one():
-    from model.vmscan import page_referenced
+    from model.mm.vmscan import page_referenced
     k, t = boot()
     p = mmap.do_mmap(k, t, 0, 4096, 3, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     k.access(t, p, Access.WRITE)
@@ -229,7 +229,7 @@ def test_aging_clears_accessed_bits_and_flushes_each_one():
 
 
 def test_file_read_fills_the_page_cache_major_fault_first_then_minor():
-    from model.filemap import file_read
+    from model.mm.filemap import file_read
     k, t = boot()
     f = k.disk.create("/data/f", 64 << 10)
     file_read(k, t, f, 0, 64 << 10)
@@ -253,7 +253,7 @@ def test_access_beyond_the_end_of_a_mapped_file_is_sigbus():
 
 
 def test_shared_file_mapping_dirties_the_page_cache_and_sync_writes_it_back():
-    from model.filemap import sync
+    from model.mm.filemap import sync
     k, t = boot()
     f = k.disk.create("/data/t", 16 << 10)
     p = mmap.do_mmap(k, t, 0, 16 << 10, 3, mmap.MAP_SHARED, f)
@@ -285,7 +285,7 @@ def test_oom_killer_picks_the_largest_badness_logs_like_the_kernel_and_spares_ad
 
 
 def test_oom_badness_is_rss_plus_swap_plus_page_tables_scaled_by_oom_score_adj():
-    from model.oom_kill import oom_badness
+    from model.mm.oom_kill import oom_badness
     k, t = boot()
     base = oom_badness(t, 10000)
     assert base == t.mm.rss_pages + t.mm.rss[MM_SWAPENTS] + t.mm.pt.table_pages - 1

@@ -9,12 +9,13 @@ import subprocess
 
 import pytest
 
-from model import fork, show_mem
-from model.filemap import file_read
-from model.kernel import Kernel
-from model.malloc import Malloc
-from model.procps import free_text, parse_meminfo, scale_size
-from model.workload import run_workload
+from model.mm import fork
+from model.mm.filemap import file_read
+from model.mm.kernel import Kernel
+from model.proc import show_mem
+from model.user.malloc import Malloc
+from model.user.procps import free_text, parse_meminfo, scale_size
+from model.user.workload import run_workload
 
 
 def busy_kernel() -> Kernel:
@@ -135,7 +136,7 @@ def test_buddyinfo_and_slabinfo_show_the_model_allocators(kernels):
 
 
 def test_top_lists_virt_res_shr_and_mem_percent(kernels):
-    from model.procps import top_text
+    from model.user.procps import top_text
     lines = top_text(kernels[0]).splitlines()
     assert lines[0].split()[:6] == ["PID", "USER", "VIRT", "RES", "SHR", "%MEM"]
     pid, user, virt, res, shr, pmem = lines[1].split()[:6]

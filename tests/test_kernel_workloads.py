@@ -9,14 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model import fork
+from cli.main import main
 from model.errors import UserError
-from model.invariants import check
-from model.kernel import Kernel
-from model.malloc import Malloc
-from model.pte import Access
-from model.workload import named_workloads, parse, run_workload
-from sim.cli import main
+from model.mm import fork
+from model.mm.invariants import check
+from model.mm.kernel import Kernel
+from model.user.malloc import Malloc
+from model.user.workload import named_workloads, parse, run_workload
+from model.x86.pte import Access
 
 NAMED = [name for name, _ in named_workloads()]
 
@@ -55,7 +55,7 @@ def test_a_run_replays_exactly_from_its_seed():
 
 
 def _run_text(text: str, seed: int = 0) -> Kernel:
-    from model.workload import Runner, boot_kernel
+    from model.user.workload import Runner, boot_kernel
     boot, ops = parse(text, "test.wl")
     k = boot_kernel(boot, seed=seed)
     Runner(k).run(ops)
@@ -195,8 +195,8 @@ class RefMMUTranslator:
 
     def __init__(self, k: Kernel) -> None:
         from model.config import MMUConfig, TLBConfig
-        from model.ref_mmu import RefMMU
-        from model.walker import ControlRegs
+        from model.reference.ref_mmu import RefMMU
+        from model.reference.ref_walker import ControlRegs
         cfg = MMUConfig(dtlb=TLBConfig(entries=64, ways=4), pwc_entries=8)
         self.ref = RefMMU(cfg, k.mem, ControlRegs(pcide=k.pcide))
         k.flush_listeners.append(self.ref.ctl)
@@ -208,7 +208,7 @@ class RefMMUTranslator:
 @pytest.mark.parametrize("pcid", ["off", "on"])
 @pytest.mark.parametrize("name", ["fork-cow", "swap-pressure", "file-mmap", "shared-memory", "hugepages", "oom"])
 def test_workloads_stay_correct_behind_a_caching_mmu_fed_only_by_the_shootdown_hook(name, pcid):
-    from model.workload import Runner, boot_kernel, load
+    from model.user.workload import Runner, boot_kernel, load
     text, source = load(name)
     boot, ops = parse(text, source)
     boot["pcid"] = pcid

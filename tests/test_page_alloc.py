@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.config import ConfigError
-from model.page_alloc import (
+from model.mm.page_alloc import (
     MAX_ORDER,
     BadFree,
     BuddyAllocator,

@@ -1,14 +1,15 @@
 """Page tables built like Linux builds them, in simulated physical memory, from the buddy allocator."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from model import pte
 from model.errors import UserError
-from model.page_alloc import BuddyAllocator
-from model.pgtable import OutOfMemory, PageTables
-from model.physmem import PhysMem
-from model.pte import Level, PageSize
+from model.mm.page_alloc import BuddyAllocator
+from model.x86 import pte
+from model.x86.pgtable import OutOfMemory, PageTables
+from model.x86.physmem import PhysMem
+from model.x86.pte import Level, PageSize
 
 K4, M2, G1 = PageSize.SIZE_4K, PageSize.SIZE_2M, PageSize.SIZE_1G
 # The zone of page-table pages starts at 16 MiB, so data pages below it never collide with tables.

@@ -4,10 +4,11 @@ import os
 import tracemalloc
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from model.errors import UserError
-from model.physmem import PhysMem
+from model.x86.physmem import PhysMem
 
 GiB = 1 << 30
 MiB = 1 << 20

@@ -1,10 +1,11 @@
 """The entry format, address split and error code, checked against the Intel SDM Vol. 3A, chapter 4."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from model import pte
-from model.pte import PTE, Level, PageSize, canonical, is_canonical, reserved_mask, split_vaddr
+from model.x86 import pte
+from model.x86.pte import PTE, Level, PageSize, canonical, is_canonical, reserved_mask, split_vaddr
 
 U64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
 

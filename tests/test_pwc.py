@@ -1,7 +1,7 @@
 """The reference page-walk cache on its own: deepest match, LRU, PCID tags, size 0."""
 
-from model.pte import A, P, RW, US, Level
-from model.pwc import PageWalkCache
+from model.reference.ref_pwc import PageWalkCache
+from model.x86.pte import RW, US, A, Level, P
 
 VA = 0x0000_7F12_3456_7000  # PML4 index 254, PDPT 72, PD 162
 SAME_2M = VA + 0x1000

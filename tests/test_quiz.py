@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from model import quiz
-from sim.cli import main
+from cli.main import main
+from model.teach import quiz
 
 FAST = ("translate", "tlb", "buddy", "free")
 

@@ -7,13 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.config import MMUConfig, Policy, TLBConfig
-from model.page_alloc import BuddyAllocator
-from model.pgtable import PageTables
-from model.physmem import PhysMem
-from model.pte import A, D, PF_P, PF_RSVD, PF_US, PF_WR, RW, US, XD, Access, FaultKind, Level, PageSize
-from model.ref_mmu import RefMMU
-from model.tlbflush import CR3_NOFLUSH, CtlOp
-from model.walker import ControlRegs, walk
+from model.mm.page_alloc import BuddyAllocator
+from model.reference.ref_mmu import RefMMU
+from model.reference.ref_walker import ControlRegs, walk
+from model.x86.pgtable import PageTables
+from model.x86.physmem import PhysMem
+from model.x86.pte import PF_P, PF_RSVD, PF_US, PF_WR, RW, US, XD, A, Access, D, FaultKind, Level, PageSize
+from model.x86.tlbflush import CR3_NOFLUSH, CtlOp
 
 R, W, X = Access.READ, Access.WRITE, Access.FETCH
 K4, M2, G1 = PageSize.SIZE_4K, PageSize.SIZE_2M, PageSize.SIZE_1G

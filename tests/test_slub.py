@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.page_alloc import BadFree, BuddyAllocator
-from model.pte import PAGE_SIZE
-from model.slub import SlabAllocator, SlabError, calculate_order, get_order
+from model.mm.page_alloc import BadFree, BuddyAllocator
+from model.mm.slub import SlabAllocator, SlabError, calculate_order, get_order
+from model.x86.pte import PAGE_SIZE
 
 
 def make(nr_pages: int = 4096, start_pfn: int = 0) -> SlabAllocator:

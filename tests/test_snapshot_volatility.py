@@ -10,7 +10,7 @@ import pytest
 from volatility3.framework import contexts
 from volatility3.framework.layers import intel, physical
 
-from sim.cli import main
+from cli.main import main
 
 
 @pytest.mark.parametrize("workload", ["fork-cow", "hugepages"])

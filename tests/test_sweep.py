@@ -13,18 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli.main import main
 from model.config import DRAMTiming, MMUConfig, Policy, TLBConfig
-from model.pte import Access
-from model.ref_mmu import RefMMU
-from model.stack_distance import COLD, count_smaller_before, lru_hits, stack_distances
-from sim.cli import main
+from model.reference.ref_mmu import RefMMU
+from model.x86.pte import Access
+from replay.lackey import SHIPPED_TRACE, Trace, read_lackey
+from replay.stack_distance import COLD, count_smaller_before, lru_hits, stack_distances
+from replay.sweep import CycleModel, LRUStack, Point, itlb_miss_positions, replay_walks, sweep
+from replay.trace_replay import AddressSpace, replay
 from sim.hw_timing import time_translations
-from sim.lackey import Trace, read_lackey
-from sim.sweep import CycleModel, LRUStack, Point, itlb_miss_positions, replay_walks, sweep
-from sim.trace_replay import AddressSpace, replay
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_TRACE = ROOT / "traces" / "listwalk.lackey.gz"
+REAL_TRACE = SHIPPED_TRACE
 R, W, F = Access.READ, Access.WRITE, Access.FETCH
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -291,7 +291,7 @@ def test_user_error_exits_2_with_one_line_and_no_traceback(tmp_path):
     config = tmp_path / "ddr.json"
     config.write_text(json.dumps({"dram": {"kind": "ddr"}}))
     for argv in (["--entries", "12"], ["--config", str(config)]):
-        p = subprocess.run([sys.executable, "-m", "sim.cli", "sweep", str(REAL_TRACE), *argv, "--out", str(tmp_path)],
+        p = subprocess.run([sys.executable, "-m", "cli.main", "sweep", str(REAL_TRACE), *argv, "--out", str(tmp_path)],
                            capture_output=True, text=True, cwd=ROOT)
         assert p.returncode == 2 and p.stdout == ""
         assert p.stderr.count("\n") == 1 and p.stderr.startswith("mmu: error: ")

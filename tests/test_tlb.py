@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import pytest
 
 from model.config import Policy, TLBConfig
-from model.pte import PageSize
-from model.replacement import lfsr_step
-from model.tlb import TLB
+from model.reference.ref_replacement import lfsr_step
+from model.reference.ref_tlb import TLB
+from model.x86.pte import PageSize
 
 K4, M2, G1 = PageSize.SIZE_4K, PageSize.SIZE_2M, PageSize.SIZE_1G
 

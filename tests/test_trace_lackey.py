@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.pte import Access
-from sim import lackey
-from sim.lackey import RULES, TraceError, check_line, parse_lackey, read_lackey
+from model.x86.pte import Access
+from replay import lackey
+from replay.lackey import RULES, TraceError, check_line, parse_lackey, read_lackey
 
 R, W, F = Access.READ, Access.WRITE, Access.FETCH
 

@@ -13,18 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli.main import main
 from model.config import MMUConfig, Policy, TLBConfig
 from model.errors import UserError
-from model.page_alloc import BuddyAllocator
-from model.physmem import PhysMem
-from model.pte import Access
-from model.ref_mmu import RefMMU
-from sim.cli import main
-from sim.lackey import Trace, parse_lackey, read_lackey
-from sim.trace_replay import RESULT_KEYS, AddressSpace, fold_mask, replay
+from model.mm.page_alloc import BuddyAllocator
+from model.reference.ref_mmu import RefMMU
+from model.x86.physmem import PhysMem
+from model.x86.pte import Access
+from replay.lackey import SHIPPED_TRACE, Trace, parse_lackey, read_lackey
+from replay.trace_replay import RESULT_KEYS, AddressSpace, fold_mask, replay
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_TRACE = ROOT / "traces" / "listwalk.lackey.gz"
+REAL_TRACE = SHIPPED_TRACE
 R, W, F = Access.READ, Access.WRITE, Access.FETCH
 
 
@@ -240,7 +240,7 @@ def test_mmu_trace_prints_a_table(capsys):
 def test_mmu_trace_malformed_line_exits_2_with_one_line(tmp_path):
     path = tmp_path / "bad.trace"
     path.write_text("==1== Lackey\nI  1000,4\n L 10zz,8\n")
-    p = subprocess.run([sys.executable, "-m", "sim.cli", "trace", str(path)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "cli.main", "trace", str(path)], capture_output=True, text=True,
                        cwd=ROOT)
     assert p.returncode == 2
     assert p.stderr == f"mmu: error: {path}:3: the address is 1 to 16 hex digits: ' L 10zz,8'\n"

@@ -3,14 +3,14 @@
 docs/tutorial.md and docs/zh/tutorial.md show their commands in ```sh blocks. Every line of such a block is
 one `mmu` command, optionally followed by a `#` comment; the double-quoted strings in that comment are what
 the reader is told to look for, and each must appear in the command's standard output. Every command runs
-in-process through `sim.cli.main`, in a scratch working directory that links the repository's `traces/`
+in-process through `cli.main.main`, in a scratch working directory that links the repository's `replay/traces/`
 (so `mmu verilog --out build/mmu.v` and `mmu sweep --out sweep` write there, not into the repository), and
 must exit with status 0. The Chinese edition must hold the same commands, in the same order, with the same
 strings to look for: running the English list therefore covers both.
 
 Deliberately not run, and not in ```sh blocks: the commands the tutorials mention only in their text because
 they install software or run the Icarus co-simulation for seconds to minutes (`make install`, `make sim`,
-`WAVES=1 make sim`, `mmu sim -k ... --waves`); the co-simulation has its own tests in tests/test_cosim.py.
+`WAVES=1 make sim`, `mmu sim -k ... --waves`); the co-simulation has its own tests in sim/regression.py.
 What the tutorials say about its waveforms is checked here instead: every signal they name (`mmu_top....`)
 is declared in that scope of the generated Verilog, and the state numbers they give are the Amaranth FSMs'
 encodings.
@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 from amaranth.hdl import Fragment
 
+from cli.main import main
 from hw.export import verilog_text
 from hw.mmu import MMU
 from hw.walker import Walker
 from model.config import MMUConfig
-from sim.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = {"en": ROOT / "docs" / "tutorial.md", "zh": ROOT / "docs" / "zh" / "tutorial.md"}
@@ -91,7 +91,7 @@ def test_the_chinese_tutorial_has_the_same_sections():
 
 @pytest.mark.parametrize("command, look_for", EN, ids=[c for c, _ in EN])
 def test_command_runs_and_prints_what_the_tutorial_says(command, look_for, tmp_path, monkeypatch, capsys):
-    (tmp_path / "traces").symlink_to(ROOT / "traces")
+    (tmp_path / "replay").symlink_to(ROOT / "replay")
     monkeypatch.chdir(tmp_path)
     try:
         rc = main(shlex.split(command)[1:])

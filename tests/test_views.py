@@ -10,10 +10,11 @@ import subprocess
 
 import pytest
 
-from model import procps, reports, show_mem
-from model.procps import free_text, mem_values, parse_meminfo, top_memory_lines, vmstat_text
-from model.workload import Runner, boot_kernel, parse, run_workload
-from sim.cli import main
+from cli.main import main
+from model.proc import show_mem
+from model.user import procps, reports
+from model.user.procps import free_text, mem_values, parse_meminfo, top_memory_lines, vmstat_text
+from model.user.workload import Runner, boot_kernel, parse, run_workload
 
 # A meminfo with buffers, page cache, reclaimable slab and swap in use, and values just under a MiB/GiB
 # boundary, so truncation and rounding show.

@@ -1,14 +1,15 @@
 """The reference walker against the Intel SDM Vol. 3A chapter 4 and docs/reference.md "The walk"."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from model import pte
-from model.page_alloc import BuddyAllocator
-from model.pgtable import PageTables
-from model.physmem import PhysMem
-from model.pte import A, D, P, PS, RW, US, XD, Access, FaultKind, Level, PageSize
-from model.walker import ControlRegs, WalkStart, access_allowed, fault_error_code, walk
+from model.mm.page_alloc import BuddyAllocator
+from model.reference.ref_walker import ControlRegs, WalkStart, access_allowed, fault_error_code, walk
+from model.x86 import pte
+from model.x86.pgtable import PageTables
+from model.x86.physmem import PhysMem
+from model.x86.pte import PS, RW, US, XD, A, Access, D, FaultKind, Level, P, PageSize
 
 K4, M2, G1 = PageSize.SIZE_4K, PageSize.SIZE_2M, PageSize.SIZE_1G
 R, W, X = Access.READ, Access.WRITE, Access.FETCH

@@ -6,14 +6,16 @@ import re
 
 import pytest
 
-from model import fork, show_mem, why
-from model.kernel import DecisionLog, Kernel
-from model.malloc import Malloc
-from model.procps import parse_meminfo
-from model.pte import PAGE_SIZE
-from model.vmscan import check_references, shrink_inactive_list
-from model.workload import run_workload
-from sim.cli import main
+from cli.main import main
+from model.mm import fork
+from model.mm.kernel import DecisionLog, Kernel
+from model.mm.vmscan import check_references, shrink_inactive_list
+from model.proc import show_mem
+from model.teach import why
+from model.user.malloc import Malloc
+from model.user.procps import parse_meminfo
+from model.user.workload import run_workload
+from model.x86.pte import PAGE_SIZE
 
 
 def run_text(text: str, tmp_path, **kw):
@@ -158,7 +160,7 @@ def test_the_decision_log_is_bounded_but_its_totals_and_latest_are_not():
 def test_decisions_name_the_workload_line_and_repeat_iteration():
     k, _ = run_workload("oom")
     (d,) = k.decisions.entries["oom"]
-    assert d.where == "workloads/oom.wl:12 (i=2)"
+    assert d.where == "model/user/workloads/oom.wl:12 (i=2)"
     assert why._held_note(k, "oom") == ""
 
 

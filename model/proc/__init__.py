@@ -1,0 +1,2 @@
+"""The kernel's /proc files (Linux fs/proc/): meminfo, vmstat, stat, buddyinfo, PID/maps.
+"""

@@ -1,0 +1,3 @@
+"""User space on the golden kernel: glibc's malloc, the workload language, procps' free/top/vmstat,
+and the named reports.
+"""

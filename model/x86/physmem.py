@@ -1,0 +1,144 @@
+"""Simulated physical memory: the bytes the kernel model writes and the MMU walks.
+
+Memory is sparse: only 4 KiB frames that hold data have host storage, so a
+64 GiB machine with a few MiB in use costs a few MiB.  A frame that was never
+written, or was zeroed, reads as zeros and has no storage.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from model.errors import UserError
+from model.x86.pte import PAGE_SHIFT, PAGE_SIZE
+
+_Q = struct.Struct("<Q")
+_ZERO_FRAME = bytes(PAGE_SIZE)
+
+
+class PhysMemError(UserError):
+    """An access outside physical memory or breaking an alignment rule."""
+
+
+class PhysMem:
+    """``size`` bytes of physical memory, a whole number of 4 KiB frames.
+
+    Multi-byte values are little-endian, as on x86.
+    """
+
+    def __init__(self, size: int = 256 << 20) -> None:
+        if size <= 0 or size % PAGE_SIZE:
+            raise PhysMemError(f"physical memory size {size:#x}: must be a positive multiple of 4 KiB")
+        self.size = size
+        self.nr_frames = size >> PAGE_SHIFT
+        self._frames: dict[int, bytearray] = {}
+
+    @property
+    def touched_frames(self) -> int:
+        """Frames with host storage (written since they were last zeroed)."""
+        return len(self._frames)
+
+    @property
+    def resident_bytes(self) -> int:
+        """Host bytes spent on frame contents: the cost of the sparse store."""
+        return len(self._frames) * PAGE_SIZE
+
+    # --- 64-bit entries: the walker's hot path --------------------------------
+
+    def read64(self, addr: int) -> int:
+        if addr & 7 or not 0 <= addr < self.size:
+            self._bad(addr, 8)
+        frame = self._frames.get(addr >> PAGE_SHIFT)
+        if frame is None:
+            return 0
+        return _Q.unpack_from(frame, addr & (PAGE_SIZE - 1))[0]
+
+    def write64(self, addr: int, value: int) -> None:
+        if addr & 7 or not 0 <= addr < self.size:
+            self._bad(addr, 8)
+        if not 0 <= value < 1 << 64:
+            raise PhysMemError(f"write64 at {addr:#x}: value {value:#x} is not a 64-bit unsigned integer")
+        _Q.pack_into(self._frame(addr >> PAGE_SHIFT), addr & (PAGE_SIZE - 1), value)
+
+    # --- byte ranges --------------------------------------------------------
+
+    def read(self, addr: int, n: int) -> bytes:
+        self._check_range(addr, n)
+        out = bytearray(n)
+        pos = 0
+        while pos < n:
+            pfn, off = divmod(addr + pos, PAGE_SIZE)
+            chunk = min(n - pos, PAGE_SIZE - off)
+            frame = self._frames.get(pfn)
+            if frame is not None:
+                out[pos:pos + chunk] = frame[off:off + chunk]
+            pos += chunk
+        return bytes(out)
+
+    def write(self, addr: int, data: bytes) -> None:
+        self._check_range(addr, len(data))
+        view = memoryview(data)
+        pos = 0
+        while pos < len(view):
+            pfn, off = divmod(addr + pos, PAGE_SIZE)
+            chunk = min(len(view) - pos, PAGE_SIZE - off)
+            self._frame(pfn)[off:off + chunk] = view[pos:pos + chunk]
+            pos += chunk
+
+    # --- whole frames -------------------------------------------------------
+
+    def zero_frame(self, pfn: int) -> None:
+        """Clear a frame; its host storage is released (zeros need none)."""
+        self._check_pfn(pfn)
+        self._frames.pop(pfn, None)
+
+    def copy_frame(self, dst_pfn: int, src_pfn: int) -> None:
+        self._check_pfn(dst_pfn)
+        self._check_pfn(src_pfn)
+        src = self._frames.get(src_pfn)
+        if src is None:
+            self._frames.pop(dst_pfn, None)
+        elif dst_pfn != src_pfn:
+            self._frames[dst_pfn] = bytearray(src)
+
+    def read_frame(self, pfn: int) -> bytes:
+        self._check_pfn(pfn)
+        frame = self._frames.get(pfn)
+        return _ZERO_FRAME if frame is None else bytes(frame)
+
+    def export_image(self, path) -> None:
+        """Write a raw image: the byte at file offset X is physical address X.
+
+        The file is ``size`` bytes long but written sparsely (truncate, then
+        only the stored frames), so untouched memory costs no disk blocks on
+        file systems with holes.
+        """
+        with open(path, "wb") as f:
+            f.truncate(self.size)
+            for pfn in sorted(self._frames):
+                f.seek(pfn << PAGE_SHIFT)
+                f.write(self._frames[pfn])
+
+    # --- helpers ------------------------------------------------------------
+
+    def _frame(self, pfn: int) -> bytearray:
+        frame = self._frames.get(pfn)
+        if frame is None:
+            frame = self._frames[pfn] = bytearray(PAGE_SIZE)
+        return frame
+
+    def _bad(self, addr: int, n: int) -> None:
+        if addr & 7:
+            raise PhysMemError(f"physical address {addr:#x}: a 64-bit access must be 8-byte aligned")
+        self._check_range(addr, n)
+
+    def _check_range(self, addr: int, n: int) -> None:
+        if n < 0:
+            raise PhysMemError(f"access of {n} bytes at {addr:#x}: length must be >= 0")
+        if addr < 0 or addr + n > self.size:
+            raise PhysMemError(
+                f"physical address {addr:#x} (+{n} bytes): outside physical memory [0, {self.size:#x})")
+
+    def _check_pfn(self, pfn: int) -> None:
+        if not 0 <= pfn < self.nr_frames:
+            raise PhysMemError(f"page frame {pfn:#x}: outside physical memory (0 .. {self.nr_frames - 1:#x})")

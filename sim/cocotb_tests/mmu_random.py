@@ -1,0 +1,72 @@
+"""Random co-simulation tests: random page tables, random mixes of requests, flushes, CR3 writes,
+page-table edits with shootdowns and flag changes, under random DRAM latency and backpressure.
+
+Every draw comes from the test's SEED (printed at the start and in every failure
+message), so a run replays exactly.  Parameters (number of operations, DRAM
+timing, stall probabilities) come from ``MMU_COSIM_PARAMS`` set by sim/regression.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sim.cosim import CosimEnv, cosim_test
+from sim.world import RandomWorld
+
+
+async def random_mix_body(env: CosimEnv) -> None:
+    p = env.params
+    rng = env.rng
+    tb = env.tb
+    ops = int(os.environ.get("MMU_COSIM_OPS", "") or p.get("ops", 1500))
+    pcide = rng.random() < 0.6
+    flags = dict(wp=rng.random() < 0.8, nxe=rng.random() < 0.8, smep=rng.random() < 0.3, smap=rng.random() < 0.3,
+                 pcide=pcide)
+    await env.set_flags(**flags)
+    world = RandomWorld(env, rng, pcide=pcide, spaces=p.get("spaces", 3))
+    world.current = rng.choice(world.spaces)
+    await env.write_cr3(world.cr3_of(world.current))
+    env.extra["flags0"] = flags
+    p_ctl = p.get("p_ctl", 0.03)
+    p_edit = p.get("p_edit", 0.02)
+    p_flags = p.get("p_flags", 0.004)
+    p_wait = p.get("p_wait", 0.04)
+    max_queue = p.get("max_queue", 3)
+    reqs = []
+    edits = 0
+    for _ in range(ops):
+        r = rng.random()
+        if r < p_ctl:
+            tb.submit_ctl(*world.random_ctl(world.current))
+        elif r < p_ctl + p_edit:
+            await tb.wait_idle()
+            sp = world.current if rng.random() < 0.8 else rng.choice(world.spaces)
+            for op, value in world.kernel_edit(sp):
+                tb.submit_ctl(op, value)
+            edits += 1
+        elif r < p_ctl + p_edit + p_flags:
+            await env.set_flags(wp=rng.random() < 0.8, nxe=rng.random() < 0.8, smep=rng.random() < 0.3,
+                                smap=rng.random() < 0.3)
+        elif r < p_ctl + p_edit + p_flags + p_wait:
+            await tb.cycles(rng.randrange(1, 40))
+        else:
+            va, access, user = world.random_request(world.current)
+            reqs.append(tb.submit(va, access, user))
+            while len(tb.req.queue) > max_queue:
+                await tb.wait_accepted(tb.req.queue[0])
+    await tb.wait_idle()
+    env.extra.update(edits=edits, requests=len(reqs))
+
+
+@cosim_test()
+async def random_mix(env: CosimEnv):
+    """Random page tables and a random mix of requests, flushes, CR3 writes and kernel edits."""
+    await random_mix_body(env)
+
+
+@cosim_test(dram={"kind": "ddr", "tRCD": 6, "tCL": 5, "tRP": 7, "banks": 4, "row_bytes": 1024, "jitter": 12,
+                  "ready_drop": 0.3},
+            resp_stall_prob=0.3, req_gap_prob=0.2)
+async def random_stress(env: CosimEnv):
+    """random_mix under DDR timing with jitter, mem_req.ready drops, resp.ready stalls and request gaps."""
+    await random_mix_body(env)

@@ -1,0 +1,244 @@
+"""The co-simulation regression: cocotb tests of sim/cocotb_tests/ on Icarus, through cocotb_tools.runner.
+
+A pytest module shipped in the package, so that an installed ``mmu sim`` runs it with no source tree
+(``tests/test_cosim.py`` collects the same tests for ``make test``).
+
+Each pytest item runs one cocotb test in its own simulator process on the
+Verilog build of one configuration (``sim/runner.py:CONFIGS``; one build per
+configuration, shared by the tests and by pytest-xdist workers): the directed
+and random hardware tests, the full system (kernel workloads with every access
+through the hardware, ``test_fullsys``) and a real trace's prefix through the
+hardware (``test_trace_prefix``, ``test_mmu_trace_hw_command``).
+
+Seeds: every test takes SEED from the environment (default: a fresh random
+one) and reports it; ``SEEDS=N`` runs every random test N times with seeds
+SEED, SEED+1, ... .  A failure prints the mismatch and the replay command.
+``WAVES=1`` dumps an FST per test (its path is in the failure message and in
+``mmu sim``'s summary).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from replay.lackey import SHIPPED_TRACE
+from sim import runner as R
+
+pytestmark = [
+    pytest.mark.cocotb,
+    pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog (iverilog) is not installed"),
+]
+
+DIRECTED = "mmu_directed"
+RANDOM = "mmu_random"
+
+# (cocotb test, configurations it runs on)
+DIRECTED_TESTS = [
+    ("hit_miss", ("default", "nopwc")),
+    ("back_to_back", ("default",)),
+    ("page_sizes", ("default",)),
+    ("not_present_each_level", ("default",)),
+    ("protection_each_level", ("default",)),
+    ("reserved_bits", ("default", "nopwc")),
+    ("noncanonical", ("default",)),
+    ("accessed_dirty", ("default", "nopwc")),
+    ("flush_kinds", ("default",)),
+    ("flush_during_walk", ("default", "nopwc")),
+    ("cr3_pcid_global", ("default",)),
+    ("superpage_set_index", ("default", "fifo4")),
+    ("smep_smap_wp", ("default",)),
+    ("reset_mid_walk", ("default",)),
+    ("backpressure", ("default",)),
+    ("replacement", ("default", "fa_lru", "fifo4", "random", "nopwc")),
+    ("checker_selftest", ("default",)),
+    ("self_map", ("default", "nopwc")),
+    ("high_physical", ("default", "nopwc", "random")),
+    ("multi_match", ("default", "fa_lru")),
+]
+
+RANDOM_TESTS = [
+    ("random_mix", ("default", "fa_lru", "fifo4", "random", "nopwc")),
+    ("random_stress", ("default", "fifo4")),
+]
+
+# DRAM timing per (test, config) where it differs from the configuration's (fixed, 4 cycles):
+# the fastest memory (a response in the cycle after the request) and a DDR-like one without jitter.
+PARAMS = {
+    ("random_mix", "fa_lru"): {"dram": {"latency": 1}},
+    ("random_mix", "random"): {"dram": {"latency": 0}},
+    ("random_mix", "nopwc"): {"dram": {"kind": "ddr", "tRCD": 3, "tCL": 2, "tRP": 3, "banks": 2}},
+    ("backpressure", "default"): {},
+}
+
+
+def _seeds() -> int:
+    text = os.environ.get("SEEDS", "").strip()
+    if not text:
+        return 1
+    try:
+        n = int(text)
+    except ValueError:
+        raise pytest.UsageError(f"SEEDS={text!r}: must be a positive integer") from None
+    if n < 1:
+        raise pytest.UsageError(f"SEEDS={n}: must be a positive integer")
+    return n
+
+
+def _params(tests, seeded: bool):
+    n = _seeds() if seeded else 1
+    out = []
+    for test, configs in tests:
+        for cfg in configs:
+            for i in range(n):
+                pid = f"{test}-{cfg}" + (f"-seed{i}" if n > 1 else "")
+                out.append(pytest.param(test, cfg, i, id=pid))
+    return out
+
+
+def _run(module: str, test: str, cfg_name: str, index: int, request, params: dict | None = None) -> R.TestOutcome:
+    seed = R.seed_for(index)
+    test_id = request.node.name.replace("[", "-").rstrip("]")
+    outcome = R.run_test(module, test, R.CONFIGS[cfg_name], cfg_name, seed=seed, test_id=test_id,
+                         nodeid=request.node.nodeid, params=PARAMS.get((test, cfg_name)) if params is None else params)
+    print(f"{test} on {cfg_name}: seed {seed}, {'passed' if outcome.passed else 'FAILED'}; log {outcome.log}")
+    if outcome.waves:
+        print(f"waves: {outcome.waves}")
+    if not outcome.passed:
+        extra = f"\n  simulator log: {outcome.log}"
+        if outcome.waves:
+            extra += f"\n  waves: {outcome.waves}"
+        msg = outcome.message or "failed"
+        if "replay:" not in msg:
+            msg += f"\n  seed: {seed}\n  replay: {R.replay_command(seed, request.node.nodeid)}"
+        pytest.fail(f"{test} on {cfg_name} failed:\n{msg}{extra}", pytrace=False)
+    return outcome
+
+
+@pytest.mark.parametrize("test,cfg_name,index", _params(DIRECTED_TESTS, seeded=False))
+def test_directed(test, cfg_name, index, request):
+    _run(DIRECTED, test, cfg_name, index, request)
+
+
+@pytest.mark.parametrize("test,cfg_name,index", _params(RANDOM_TESTS, seeded=True))
+def test_random(test, cfg_name, index, request):
+    _run(RANDOM, test, cfg_name, index, request)
+
+
+# The checker's own test: a bug injected on purpose must be caught, with the right kind of message.
+SELF_TESTS = [
+    ("flip_present", "MISMATCH"),  # DRAM returns a PTE with P cleared: hardware and reference disagree
+    ("drop_flush", "MISMATCH"),  # the reference never hears of a FLUSH_ALL: TLB hit/miss disagrees
+    ("hang", "watchdog"),  # DRAM stops answering: the watchdog reports where it was stuck
+]
+
+
+@pytest.mark.parametrize("inject,expected", SELF_TESTS, ids=[t[0] for t in SELF_TESTS])
+def test_checker_catches(inject, expected, request):
+    seed = R.seed_for(0)
+    test_id = request.node.name.replace("[", "-").rstrip("]")
+    outcome = R.run_test(DIRECTED, "checker_selftest", R.CONFIGS["default"], "default", seed=seed,
+                         test_id=test_id, nodeid=request.node.nodeid,
+                         params={"inject": inject, "inject_after": 0, "watchdog_cycles": 300})
+    assert not outcome.passed, f"injected fault {inject!r} went unnoticed (seed {seed}); log {outcome.log}"
+    assert expected in outcome.message, f"injected fault {inject!r}: unexpected message:\n{outcome.message}"
+    assert "replay:" in outcome.message, "a failure must print how to replay it"
+
+
+# --- the whole system: the kernel model's workloads with every access through the hardware (sim/fullsys.py) ---
+
+FULLSYS = "mmu_fullsys"
+WORKLOADS_DIR = R.COCOTB_DIR / "workloads"  # smaller versions of the pressure workloads
+_DDR_STRESS = {"kind": "ddr", "tRCD": 3, "tCL": 2, "tRP": 3, "banks": 4, "jitter": 3, "ready_drop": 0.1}
+
+# (workload, configuration, params): boot overrides (pcid, aslr, mem, swap), testbench timing (dram,
+# resp_stall_prob), and what the run must show: `expect` exact, `expect_min` at least (vmstat names, or
+# mmu.COUNTER for a hardware counter).  Every run is also compared with the same workload on the reference MMU.
+FULLSYS_TESTS = [
+    ("small-malloc", "default", {"aslr": True}),
+    ("large-malloc", "fa_lru", {"pcid": True, "expect_min": {"pgfault": 256}}),
+    ("stack-growth", "default", {"aslr": True, "dram": {"kind": "ddr", "jitter": 2}, "expect": {"segv": 1},
+                                 "expect_min": {"pgfault": 1792}}),
+    ("fork-cow", "fifo4", {"pcid": True, "aslr": True, "expect_min": {"cow_fault": 64, "mmu.mem_writes": 1}}),
+    ("file-mmap", "default", {"resp_stall_prob": 0.2, "expect_min": {"pgmajfault": 256, "cow_fault": 16,
+                                                                     "nr_written": 64}}),
+    ("shared-memory", "fa_lru", {"pcid": True, "expect_min": {"mmu.mem_writes": 1}}),
+    ("hugepages", "default", {"expect_min": {"mmu.hits": 1000}}),
+    ("hugepages-1g", "default", {"pcid": True}),
+    ("segv", "default", {"expect": {"segv": 3}}),
+    ("small-oom", "default", {"pcid": True, "expect": {"oom_kill": 1}}),
+    ("small-swap", "default", {"aslr": True, "dram": _DDR_STRESS, "resp_stall_prob": 0.1,
+                               "expect_min": {"pswpout": 64, "pswpin": 64, "pgactivate": 1, "mmu.mem_writes": 1}}),
+]
+FULLSYS_REPORT = "small-swap"  # `mmu sim` ends with free and top of the kernel at the end of this workload
+
+TRACE = SHIPPED_TRACE
+TRACE_LIMIT = 100000  # 279 walks over 97 pages (the whole trace: 5,022 walks, most after its first 400,000)
+
+
+def _workload_param(name: str) -> str:
+    path = WORKLOADS_DIR / f"{name}.wl"
+    return str(path) if path.is_file() else name
+
+
+def _fullsys_params():
+    n = _seeds()
+    return [pytest.param(name, cfg, params, i, id=f"{name}-{cfg}" + (f"-seed{i}" if n > 1 else ""))
+            for name, cfg, params in FULLSYS_TESTS for i in range(n)]
+
+
+@pytest.mark.parametrize("name,cfg_name,params,index", _fullsys_params())
+def test_fullsys(name, cfg_name, params, index, request):
+    """The workload's processes on the hardware MMU: zero mismatches, the kernel's invariants, the same
+    faults, shootdowns, output and memory as with the reference MMU, and the workload's own expectations."""
+    outcome = _run(FULLSYS, "workload", cfg_name, index, request,
+                   params={**params, "workload": _workload_param(name), "report": name == FULLSYS_REPORT})
+    fs = outcome.result["extra"]["fullsys"]
+    assert fs["translations"] == outcome.result["scoreboard"]["checked"] > 0
+
+
+def test_checker_catches_lost_shootdown(request):
+    """A kernel that forgets its INVLPGs (injected): after `mprotect buf r` the hardware keeps the writable entry
+    and the write that must raise SIGSEGV goes through.  The scoreboard cannot see it (its reference MMU is just
+    as stale); the comparison with the reference run of the correct kernel must."""
+    seed = R.seed_for(0)
+    test_id = request.node.name
+    outcome = R.run_test(FULLSYS, "workload", R.CONFIGS["default"], "default", seed=seed, test_id=test_id,
+                         nodeid=request.node.nodeid, params={"workload": "segv", "inject": "lost_flush_va"})
+    assert not outcome.passed, f"a lost shootdown went unnoticed (seed {seed}); log {outcome.log}"
+    msg = outcome.message
+    assert "not transparent" in msg and "segv hardware 2 reference 3" in msg, msg
+    assert "replay:" in msg
+
+
+def test_trace_prefix(request):
+    """A prefix of the checked-in lackey trace through the hardware, pipelined: the counters equal the
+    reference replay of the same accesses (computed here again, independently of the simulator's check)."""
+    from replay.lackey import read_lackey
+    from sim.trace_cosim import COMPARED, reference_counters, trace_prefix
+
+    outcome = _run(FULLSYS, "trace", "default", 0, request, params={"trace": str(TRACE), "limit": TRACE_LIMIT})
+    hw = outcome.result["extra"]["trace"]["result"]
+    ref = reference_counters(trace_prefix(read_lackey(TRACE), TRACE_LIMIT), R.CONFIGS["default"])
+    assert {k: hw[k] for k in COMPARED} == ref
+    assert hw["accesses"] == TRACE_LIMIT and hw["cycles"] >= TRACE_LIMIT
+
+
+def test_mmu_trace_hw_command(capsys):
+    """`mmu trace FILE --hw --limit N --json`: the hardware's counters, the DTLB split and cycles, equal to the
+    reference replay's counters (the command's own reference path) where they overlap."""
+    import json
+
+    from cli.main import main
+
+    assert main(["trace", str(TRACE), "--limit", "3000", "--quiet", "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    assert main(["trace", str(TRACE), "--limit", "3000", "--hw", "--json", "--seed", str(R.seed_for(0))]) == 0
+    captured = capsys.readouterr()
+    hw = json.loads(captured.out)
+    assert "replay: mmu trace" in captured.err
+    assert {k: hw[k] for k in ref if k != "cycles"} == {k: v for k, v in ref.items() if k != "cycles"}
+    assert ref["cycles"] is None and hw["cycles"] >= 3000
+    assert hw["dtlb_read_misses"] + hw["dtlb_write_misses"] == hw["dtlb_misses"]
