@@ -32,7 +32,9 @@ workload is ``# description: ...``.
     end
 
 An operation on a process that has died (SIGSEGV, the OOM killer) is skipped
-and logged, as its remaining instructions never run.
+and logged, as its remaining instructions never run; ``use`` of such a process
+is logged and makes it current, so the operations meant for it are skipped
+too.  A kernel panic (the OOM killer with nothing to kill) ends the run.
 
 After each operation the runner charges one tick of the model's CPU clock
 (``Kernel.cputime``) to the process that ran it, and calls every function in
@@ -45,10 +47,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from model.errors import UserError
 from model.mm import filemap, fork, mmap
-from model.mm.kernel import Kernel
+from model.mm.kernel import Kernel, KernelPanic
 from model.mm.mm_types import Task
 from model.user import reports
 from model.user.malloc import Malloc
@@ -73,6 +76,8 @@ class Op:
     where: str  # "FILE:LINE"
     body: list["Op"] = field(default_factory=list)  # repeat
 
+
+MAX_OPERATIONS = 1_000_000  # the longest run a workload may ask for, every repeat multiplied out
 
 # operation -> (min args, max args, usage)
 GRAMMAR = {
@@ -148,7 +153,20 @@ def parse(text: str, source: str) -> tuple[dict[str, str], list[Op]]:
             stack.append(op.body)
     if opened:
         raise UserError(f"{opened[-1].where}: repeat without a matching end")
+    _count_operations(stack[0])
     return boot, stack[0]
+
+
+def _count_operations(ops: list[Op]) -> int:
+    """Operations the workload will run, repeats multiplied out; refused above MAX_OPERATIONS."""
+    total = 0
+    for op in ops:
+        total += parse_size(op.args[0]) * _count_operations(op.body) if op.name == "repeat" else 1
+        if total > MAX_OPERATIONS:
+            where = op.where if op.name == "repeat" else ops[0].where
+            raise UserError(f"{where}: the workload would run more than {MAX_OPERATIONS} operations "
+                            f"(repeat counts multiply)")
+    return total
 
 
 def _check_static(op: Op) -> None:
@@ -253,6 +271,11 @@ def boot_kernel(boot: dict[str, str], *, seed: int, mem: int | None = None, swap
 SYSCALL_OPS = frozenset({"spawn", "mmap", "munmap", "mprotect", "brk", "read", "write", "sync", "fork", "exit"})
 
 
+# Called with the kernel after every Runner.run: the tests install the invariant checker here
+# (tests/conftest.py), so every workload any test runs ends checked.
+AFTER_RUN: list[Callable[[Kernel], None]] = []
+
+
 @dataclass
 class Step:
     """One operation the runner has just executed, as the per-operation listeners see it.
@@ -291,12 +314,25 @@ class Runner:
         self._ran_in = None  # the process the operation being run belongs to, set by _do
         self._skipped = False
 
-    def run(self, ops: list[Op], env: dict[str, int] | None = None) -> None:
+    def run(self, ops: list[Op]) -> None:
+        """Run the operations, then every ``AFTER_RUN`` check on the kernel they leave.
+
+        A kernel panic ends the run at the operation that caused it; the rest never runs.
+        """
+        try:
+            self._run(ops, None)
+        except KernelPanic:
+            self._drain_dmesg()
+            self.note(f"{self.k.decisions.where}: the kernel panicked; the remaining operations did not run")
+        for hook in AFTER_RUN:
+            hook(self.k)
+
+    def _run(self, ops: list[Op], env: dict[str, int] | None) -> None:
         k = self.k
         for op in ops:
             if op.name == "repeat":
                 for i in range(parse_size(op.args[0])):
-                    self.run(op.body, {"i": i})
+                    self._run(op.body, {"i": i})
                 continue
             args = [a.replace("$i", str(env["i"])) if env else a for a in op.args]
             k.decisions.where = f"{op.where} (i={env['i']})" if env else op.where
@@ -329,10 +365,14 @@ class Runner:
             self.note(f"kernel: {line}")
         self._dmesg_seen = len(self.k.dmesg)
 
-    def _task(self, op: Op, name: str | None = None):
+    def _task(self, op: Op, name: str | None = None, killed: bool = False):
+        """The live process NAME (or the current one); with ``killed``, else the latest one a signal killed."""
         if name is not None:
             for t in self.k.tasks.values():
                 if t.name == name:
+                    return t
+            for t in reversed(self.k.dead if killed else ()):
+                if t.name == name and t.exit_signal is not None:
                     return t
             raise UserError(f"no live process named {name!r}")
         if self.current is None:
@@ -357,7 +397,10 @@ class Runner:
             self.note(f"spawn {a[0]}: pid {task.pid}")
             return
         if name == "use":
-            self.current = self._task(op, a[0])
+            self.current = self._task(op, a[0], killed=True)
+            if not self.current.alive:
+                self.note(f"{op.where}: use {a[0]}: pid {self.current.pid} was killed "
+                          f"({self.current.exit_signal}); its operations are skipped")
             return
         if name == "file":
             k.disk.create(a[0], parse_size(a[1]))
@@ -405,8 +448,8 @@ class Runner:
             mmap.do_mprotect(k, task, addr, size, _prot(a[1]))
         elif name == "brk":
             delta = parse_size(a[0][1:]) * (1 if a[0][0] == "+" else -1)
-            mm = task.mm
-            if mmap.do_brk(k, task, mm.brk + delta) != mm.brk + delta and delta:
+            want = task.mm.brk + delta
+            if mmap.do_brk(k, task, want) != want:
                 self.note(f"{op.where}: brk {a[0]} refused")
         elif name in ("touch", "load", "exec"):
             access = {"touch": Access.WRITE, "load": Access.READ, "exec": Access.FETCH}[name]
