@@ -2,7 +2,11 @@
 
 Memory is sparse: only 4 KiB frames that hold data have host storage, so a
 64 GiB machine with a few MiB in use costs a few MiB.  A frame that was never
-written, or was zeroed, reads as zeros and has no storage.
+written, or was zeroed, reads as zeros and has no storage.  A frame holding
+only a few 64-bit words (a page the kernel model stamped once, a page table
+with a few entries) keeps just those words, ``{offset: value}``, and becomes a
+full 4 KiB bytearray when it holds more than ``SPARSE_WORDS`` of them or takes
+a partial byte write: touching a page costs the host about 200 bytes, not 4 KiB.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from model.errors import UserError
 from model.x86.pte import PAGE_SHIFT, PAGE_SIZE
 
 _Q = struct.Struct("<Q")
+_FRAME_WORDS = struct.Struct(f"<{PAGE_SIZE // 8}Q")
 _ZERO_FRAME = bytes(PAGE_SIZE)
+SPARSE_WORDS = 16  # words a frame keeps as {offset: value} before it becomes a bytearray
 
 
 class PhysMemError(UserError):
@@ -40,8 +46,8 @@ class PhysMem:
 
     @property
     def resident_bytes(self) -> int:
-        """Host bytes spent on frame contents: the cost of the sparse store."""
-        return len(self._frames) * PAGE_SIZE
+        """Host bytes spent on frame contents (8 per word of a sparse frame): the cost of the sparse store."""
+        return sum(8 * len(f) if f.__class__ is dict else PAGE_SIZE for f in self._frames.values())
 
     # --- 64-bit entries: the walker's hot path --------------------------------
 
@@ -51,6 +57,8 @@ class PhysMem:
         frame = self._frames.get(addr >> PAGE_SHIFT)
         if frame is None:
             return 0
+        if frame.__class__ is dict:
+            return frame.get(addr & (PAGE_SIZE - 1), 0)
         return _Q.unpack_from(frame, addr & (PAGE_SIZE - 1))[0]
 
     def write64(self, addr: int, value: int) -> None:
@@ -58,7 +66,16 @@ class PhysMem:
             self._bad(addr, 8)
         if not 0 <= value < 1 << 64:
             raise PhysMemError(f"write64 at {addr:#x}: value {value:#x} is not a 64-bit unsigned integer")
-        _Q.pack_into(self._frame(addr >> PAGE_SHIFT), addr & (PAGE_SIZE - 1), value)
+        pfn, off = addr >> PAGE_SHIFT, addr & (PAGE_SIZE - 1)
+        frame = self._frames.get(pfn)
+        if frame is None:
+            self._frames[pfn] = {off: value}
+        elif frame.__class__ is dict:
+            frame[off] = value
+            if len(frame) > SPARSE_WORDS:
+                self._frames[pfn] = _dense(frame)
+        else:
+            _Q.pack_into(frame, off, value)
 
     # --- byte ranges --------------------------------------------------------
 
@@ -71,7 +88,7 @@ class PhysMem:
             chunk = min(n - pos, PAGE_SIZE - off)
             frame = self._frames.get(pfn)
             if frame is not None:
-                out[pos:pos + chunk] = frame[off:off + chunk]
+                out[pos:pos + chunk] = (_dense(frame) if frame.__class__ is dict else frame)[off:off + chunk]
             pos += chunk
         return bytes(out)
 
@@ -82,7 +99,10 @@ class PhysMem:
         while pos < len(view):
             pfn, off = divmod(addr + pos, PAGE_SIZE)
             chunk = min(len(view) - pos, PAGE_SIZE - off)
-            self._frame(pfn)[off:off + chunk] = view[pos:pos + chunk]
+            if chunk == PAGE_SIZE:
+                self._frames[pfn] = _compact(view[pos:pos + chunk])
+            else:
+                self._frame(pfn)[off:off + chunk] = view[pos:pos + chunk]
             pos += chunk
 
     # --- whole frames -------------------------------------------------------
@@ -99,12 +119,14 @@ class PhysMem:
         if src is None:
             self._frames.pop(dst_pfn, None)
         elif dst_pfn != src_pfn:
-            self._frames[dst_pfn] = bytearray(src)
+            self._frames[dst_pfn] = src.copy()
 
     def read_frame(self, pfn: int) -> bytes:
         self._check_pfn(pfn)
         frame = self._frames.get(pfn)
-        return _ZERO_FRAME if frame is None else bytes(frame)
+        if frame is None:
+            return _ZERO_FRAME
+        return bytes(_dense(frame) if frame.__class__ is dict else frame)
 
     def export_image(self, path) -> None:
         """Write a raw image: the byte at file offset X is physical address X.
@@ -117,14 +139,18 @@ class PhysMem:
             f.truncate(self.size)
             for pfn in sorted(self._frames):
                 f.seek(pfn << PAGE_SHIFT)
-                f.write(self._frames[pfn])
+                frame = self._frames[pfn]
+                f.write(_dense(frame) if frame.__class__ is dict else frame)
 
     # --- helpers ------------------------------------------------------------
 
     def _frame(self, pfn: int) -> bytearray:
+        """The frame as a bytearray, made dense for a byte write."""
         frame = self._frames.get(pfn)
         if frame is None:
             frame = self._frames[pfn] = bytearray(PAGE_SIZE)
+        elif frame.__class__ is dict:
+            frame = self._frames[pfn] = _dense(frame)
         return frame
 
     def _bad(self, addr: int, n: int) -> None:
@@ -142,3 +168,19 @@ class PhysMem:
     def _check_pfn(self, pfn: int) -> None:
         if not 0 <= pfn < self.nr_frames:
             raise PhysMemError(f"page frame {pfn:#x}: outside physical memory (0 .. {self.nr_frames - 1:#x})")
+
+
+def _dense(words: dict[int, int]) -> bytearray:
+    frame = bytearray(PAGE_SIZE)
+    for off, value in words.items():
+        _Q.pack_into(frame, off, value)
+    return frame
+
+
+def _compact(data) -> dict[int, int] | bytearray:
+    """A whole frame's new contents in the cheaper form: its non-zero words, or the bytes."""
+    words = _FRAME_WORDS.unpack(data)
+    nonzero = [i for i, w in enumerate(words) if w]
+    if len(nonzero) > SPARSE_WORDS:
+        return bytearray(data)
+    return {i * 8: words[i] for i in nonzero}
