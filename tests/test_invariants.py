@@ -72,12 +72,12 @@ def _free_counter_off(m):
 
 
 def _rmap_phantom(m):
-    m.page_at(m.parent, m.anon).rmap.add((m.child.mm, 0x1000))
+    m.page_at(m.parent, m.anon).rmap.append((m.child.mm, 0x1000))
 
 
 def _rmap_missing(m):
     page = m.page_at(m.parent, m.anon)
-    page.rmap.discard((m.parent.mm, m.anon))
+    page.rmap.remove((m.parent.mm, m.anon))
 
 
 def _lru_lost(m):

@@ -225,6 +225,12 @@ def test_oom_victim_is_the_highest_badness(seed):
     assert "mm/oom_kill.c" in q.worked
 
 
+def test_an_oom_question_with_every_process_unkillable_ends_in_the_panic():
+    q = quiz.make("oom", 499)  # three processes, all at oom_score_adj -1000
+    assert q.answer == solve_oom(q.question) == "Answer: none: every process is unkillable"
+    assert "Kernel panic - not syncing: System is deadlocked on memory" in q.worked
+
+
 def test_oom_questions_involve_swap():
     q = quiz.make("oom", 1)
     assert any(int(row.split()[9]) > 0 for row in re.findall(r"^\[\s*\d+\]\s+.*$", q.question, re.M))

@@ -359,13 +359,14 @@ class Kernel:
     # --- reverse map and RSS -------------------------------------------------------
 
     def page_add_rmap(self, page: Page, mm, va: int) -> None:
-        page.rmap.add((mm, va))
+        page.rmap.append((mm, va))
         counter = _RSS_COUNTER.get(page.kind)
         if counter:
             mm.rss[counter] += 1
 
     def page_remove_rmap(self, page: Page, mm, va: int) -> None:
-        page.rmap.discard((mm, va))
+        if (mm, va) in page.rmap:
+            page.rmap.remove((mm, va))
         counter = _RSS_COUNTER.get(page.kind)
         if counter:
             mm.rss[counter] -= 1
