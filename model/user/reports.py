@@ -105,7 +105,7 @@ class FreeWatch:
 
     HEADS = ("total", "used", "free", "shared", "buff/cache", "available", "swap used")
 
-    def __init__(self, k, out, *, unit: str = "k", si: bool = False, procps_version: str = "4") -> None:
+    def __init__(self, k, out, *, unit: str | None = None, si: bool = False, procps_version: str = "4") -> None:
         self.k = k
         self.out = out
         self.unit, self.si, self.procps = unit, si, procps_version
@@ -116,7 +116,7 @@ class FreeWatch:
         k = self.k
         v = procps.mem_values(procps.parse_meminfo(show_mem.meminfo(k)), self.procps, k.buddy.min_free_kbytes)
         values = (v.total, v.used, v.free, v.shared, v.buffers + v.cached, v.available, v.swap_used)
-        cells = "".join(f"{procps.scale_size(x, self.unit, self.si):>11}" for x in values)
+        cells = "".join(f"{procps.scale_size(x, self.unit, self.si, self.procps):>11}" for x in values)
         self.out(f"{step.line:>5}  {step.text:<28}{cells}  {', '.join(self._events(step))}".rstrip() + "\n")
 
     def _events(self, step) -> list[str]:
