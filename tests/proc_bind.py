@@ -20,7 +20,7 @@ def namespace_problem() -> str | None:
     for tool in ("unshare", "mount"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed"
-    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode:
         return "unshare -m is not permitted here"
     return None
 
@@ -44,7 +44,7 @@ def run_with_proc(tmp_path, files: dict[str, str], commands: list[str], env: dic
         mounts.append(f"mount --bind {shlex.quote(str(path))} /proc/{name}")
     runs = f" && echo '{_SEPARATOR}' && ".join(commands)
     script = " && ".join(mounts + [runs])
-    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False,
                             env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LC_ALL": "C", **(env or {})})
     assert result.returncode == 0, f"{script}\n{result.stderr}"
     return result.stdout.split(_SEPARATOR + "\n")

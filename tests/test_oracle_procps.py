@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from proc_bind import namespace_problem, require, run_with_proc
 
 from cli.main import main
 from model.proc import show_mem
 from model.user.procps import free_text
 from model.user.workload import run_workload
-from proc_bind import namespace_problem, require, run_with_proc
 
 # Debian 11 (bullseye) ships procps-ng 3.3.17 as the packages procps (free) and libprocps8 (libprocps.so.8).
 BULLSEYE = ("Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bullseye\nComponents: main\n"
@@ -55,7 +55,7 @@ def options_for(procps: str) -> list[str]:
 
 
 def _free_version(free: str, env: dict[str, str]) -> str:
-    run = subprocess.run([free, "-V"], capture_output=True, text=True, env={**os.environ, **env})
+    run = subprocess.run([free, "-V"], capture_output=True, text=True, check=False, env={**os.environ, **env})
     return (run.stdout + run.stderr).strip()
 
 
@@ -73,7 +73,8 @@ def _download_3_3_17(dest: Path) -> None:
                f"-oDir::Cache={work}", "-oDebug::NoLocking=1", "-oAPT::Sandbox::User=root",
                "-oAcquire::IndexTargets::deb::DEP-11::DefaultEnabled=false", "-qq"]
         for step in (["update"], ["download", *PACKAGES]):
-            run = subprocess.run(["apt-get", *apt, *step], cwd=work, capture_output=True, text=True, timeout=600)
+            run = subprocess.run(["apt-get", *apt, *step], cwd=work, capture_output=True, text=True, check=False,
+                                 timeout=600)
             if run.returncode:
                 raise RuntimeError(f"`apt-get {' '.join(step)}` failed: {run.stderr.strip()}")
         dest.mkdir(parents=True)
