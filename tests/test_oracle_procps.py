@@ -6,6 +6,7 @@ installed) read the model's /proc/meminfo, bind-mounted over the kernel's, and m
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shutil
@@ -91,15 +92,18 @@ def free_3_3_17() -> list[str]:
         require(None if shutil.which(tool) else f"`{tool}` is not installed (Debian's apt and dpkg)")
     env = {"LD_LIBRARY_PATH": str(CACHE / LIB_DIR)}
     free = str(CACHE / "usr" / "bin" / "free")
-    if "procps-ng 3.3.17" not in (_free_version(free, env) if Path(free).exists() else ""):
-        shutil.rmtree(CACHE, ignore_errors=True)
-        partial = CACHE.with_name(CACHE.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            _download_3_3_17(partial)
-        except (RuntimeError, subprocess.SubprocessError) as e:
-            pytest.fail(f"procps-ng 3.3.17 could not be fetched from Debian 11's packages {PACKAGES}: {e}")
-        partial.rename(CACHE)
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with open(CACHE.with_name(CACHE.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # pytest-xdist workers: one downloads, the others wait for it
+        if "procps-ng 3.3.17" not in (_free_version(free, env) if Path(free).exists() else ""):
+            shutil.rmtree(CACHE, ignore_errors=True)
+            partial = CACHE.with_name(CACHE.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                _download_3_3_17(partial)
+            except (RuntimeError, subprocess.SubprocessError) as e:
+                pytest.fail(f"procps-ng 3.3.17 could not be fetched from Debian 11's packages {PACKAGES}: {e}")
+            partial.rename(CACHE)
     version = _free_version(free, env)
     assert "procps-ng 3.3.17" in version, f"{free} -V printed {version!r}"
     return ["env", f"LD_LIBRARY_PATH={CACHE / LIB_DIR}", free]
