@@ -23,7 +23,7 @@ from amaranth import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from hw.mmu import MMU
-from model.config import MMUConfig, Policy, TLBConfig
+from model.config import PRESETS, MMUConfig, Policy, TLBConfig
 from model.reference.ref_mmu import RefMMU
 from model.reference.ref_walker import ControlRegs
 from model.x86.pte import PS, RW, US, XD, A, Access, D, G, P
@@ -426,30 +426,20 @@ def run_mmu(cfg: MMUConfig, seed: int, n_requests: int = 300, **kw) -> dict:
     return Harness(cfg, seed, n_requests, **kw).run()
 
 
-CONFIGS = {
-    "default": MMUConfig(),
-    "lru_fa8": MMUConfig(itlb=TLBConfig(8, 8, Policy.LRU, 2), dtlb=TLBConfig(8, 8, Policy.LRU, 2)),
-    "fifo64x4": MMUConfig(itlb=TLBConfig(16, 2, Policy.FIFO, 2), dtlb=TLBConfig(64, 4, Policy.FIFO, 4)),
-    "random": MMUConfig(itlb=TLBConfig(8, 2, Policy.RANDOM, 2), dtlb=TLBConfig(16, 4, Policy.RANDOM, 2),
-                        lfsr_seed=0x1234),
-    "pwc0": MMUConfig(pwc_entries=0, dtlb=TLBConfig(8, 2, Policy.PLRU, 1)),
-    "tiny_m52": MMUConfig(itlb=TLBConfig(2, 1, Policy.PLRU, 1), dtlb=TLBConfig(4, 1, Policy.LRU, 2),
-                          pwc_entries=2, maxphyaddr=52),
-    "m32_plru": MMUConfig(itlb=TLBConfig(4, 4, Policy.PLRU, 4), dtlb=TLBConfig(16, 8, Policy.PLRU, 2),
-                          pwc_entries=4, maxphyaddr=32, id_bits=3),
-}
+# every preset the simulator runs in a few seconds (plru128x8 is for synthesis figures)
+PYSIM_PRESETS = [name for name in PRESETS if name != "plru128x8"]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", PYSIM_PRESETS)
 def test_mmu_matches_reference(name, seed):
-    stats = run_mmu(CONFIGS[name], seed=seed * 7919 + len(name), n_requests=200)
+    stats = run_mmu(PRESETS[name], seed=seed * 7919 + len(name), n_requests=200)
     assert stats["hits"] > 0 and stats["walks"] > 0 and stats["faults"] > 0
 
 
 @pytest.mark.parametrize("name", ["default", "fifo64x4", "tiny_m52"])
 def test_reset_in_the_middle_of_walks_leaves_a_clean_state(name):
-    stats = run_mmu(CONFIGS[name], seed=99, n_requests=250, p_reset=0.004)
+    stats = run_mmu(PRESETS[name], seed=99, n_requests=250, p_reset=0.004)
     assert stats["resets"] > 0
 
 
