@@ -1,7 +1,10 @@
 """The `mmu` command: one entry point, one module per subcommand.
 
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and
-sets ``func`` to the handler.  A :class:`model.errors.UserError` raised anywhere
+sets ``func`` to the handler.  Registering imports only argparse and the model's
+light modules: each handler imports what is heavy (Amaranth, cocotb, numpy) when
+it runs, so ``mmu run --list`` or ``mmu quiz`` starts without them
+(tests/test_cli_startup.py checks it, bench/bench_startup.py measures it).  A :class:`model.errors.UserError` raised anywhere
 becomes one line on stderr and exit status 2; argparse's own usage errors exit 2 too.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 from model.errors import UserError
 
@@ -28,11 +32,23 @@ COMMANDS = [
 ]
 
 
+DISTRIBUTION = "mmu-cosim"  # pyproject.toml [project] name
+
+
+def version() -> str:
+    """The installed package's version (a checkout run without installing has none to report)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmu",
         description="x86-64 MMU co-simulation: Amaranth hardware, Icarus, and a Linux-like golden model.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(title="subcommands", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
