@@ -6,7 +6,7 @@
 VADDR is a number (0x-hex or decimal) or, with a workload, a variable of the
 process (``malloc buf 64K`` makes ``buf``).  The same translation is made twice
 on a fresh MMU, so the output shows the cold walk and the warm TLB hit, and
-their cost in cycles on the Amaranth design (sim/hw_timing.py).
+their cost in cycles on the Amaranth design (sim/pysim.py).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     warmup = tuple(_address(a, task) for a in args.after.split(",") if a)
     ex = explain(mem, ctrl, vaddr, access, args.user, cfg, warmup=warmup)
     if not args.no_hw:
-        from sim.hw_timing import time_translations  # Amaranth is imported only when needed
+        from sim.pysim import time_translations  # Amaranth is imported only when needed
         ex.hw, _ = time_translations(cfg, mem, ctrl, ex.requests())
     if task is None:
         print("Address space: the built-in demo (mmu explain --help lists its mappings).")
