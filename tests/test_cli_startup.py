@@ -47,3 +47,18 @@ def test_version_is_the_installed_package_version(tmp_path):
     run = subprocess.run([sys.executable, "-m", "cli.main", "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0
     assert run.stdout == f"mmu {metadata.version('mmu-cosim')}\n"
+
+
+def test_the_command_table_names_each_module_that_registers_a_subcommand():
+    """``cli.main.COMMANDS`` (which module a command line imports) agrees with what the modules register."""
+    import argparse
+    import importlib
+
+    from cli.main import COMMANDS
+
+    registered = {}
+    for module in dict.fromkeys(COMMANDS.values()):
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        registered.update(dict.fromkeys(sub.choices, module))
+    assert registered == COMMANDS
