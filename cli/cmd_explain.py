@@ -6,7 +6,7 @@
 VADDR is a number (0x-hex or decimal) or, with a workload, a variable of the
 process (``malloc buf 64K`` makes ``buf``).  The same translation is made twice
 on a fresh MMU, so the output shows the cold walk and the warm TLB hit, and
-their cost in cycles on the Amaranth design (sim/hw_timing.py).  With a workload and
+their cost in cycles on the Amaranth design (sim/pysim.py).  With a workload and
 ``--user``, a page fault is followed into the kernel model: the Linux path that handled
 it, what it mapped, the shootdown, ``used`` before and after, and the retried walk
 (model/teach/fault_path.py).
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     warmup = tuple(_address(a, task) for a in args.after.split(",") if a)
     ex = explain(mem, ctrl, vaddr, access, args.user, cfg, warmup=warmup)
     if not args.no_hw:
-        from sim.hw_timing import time_translations  # Amaranth is imported only when needed
+        from sim.pysim import time_translations  # Amaranth is imported only when needed
         ex.hw, _ = time_translations(cfg, mem, ctrl, ex.requests())
     if task is None:
         print("Address space: the built-in demo (mmu explain --help lists its mappings).")

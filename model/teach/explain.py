@@ -414,7 +414,7 @@ class Explanation:
     warmup: list[int]  # translated first (same access), to fill the TLB and PWC
     first: Traced
     second: Traced
-    hw: list | None = None  # sim.hw_timing.HWTranslation per request (warm-up ones first), or None
+    hw: list | None = None  # sim.pysim.HWTranslation per request (warm-up ones first), or None
 
     def requests(self) -> list[tuple[int, Access, bool]]:
         """Every translation made, in order, for the hardware to repeat: the warm-up ones, then the two."""
@@ -494,7 +494,7 @@ def explain(mem, ctrl: ControlRegs, vaddr: int, access: Access, user: bool, cfg:
     """Translate ``vaddr`` twice on a fresh reference MMU, after the ``warmup`` translations.
 
     ``mem`` is only read: every A/D write lands in an overlay.  The cycle counts
-    come from the hardware (sim/hw_timing.py, which the model may not import):
+    come from the hardware (sim/pysim.py, which the model may not import):
     the caller runs ``requests()`` there and stores the answers in ``hw``.
     """
     ref = RefMMU(cfg, OverlayMem(mem), ctrl)

@@ -68,7 +68,7 @@ def choice(name: str, options: dict[str, object]) -> Callable[[str], object]:
 # topic -> module, in the order `mmu quiz --list` prints them
 TOPICS = {
     "translate": "model.teach.quiz.translate",
-    "tlb": "model.teach.quiz.tlb",
+    "tlb": "model.teach.quiz.tlb_replacement",
     "buddy": "model.teach.quiz.buddy",
     "oom": "model.teach.quiz.oom",
     "free": "model.teach.quiz.free",
