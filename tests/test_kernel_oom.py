@@ -8,6 +8,7 @@ from model.mm import fork
 from model.mm.invariants import check
 from model.mm.kernel import Kernel
 from model.mm.memory import FAULT_RESERVE
+from model.teach import why
 from model.user.malloc import Malloc
 from model.user.workload import Runner, boot_kernel, parse, run_workload
 from model.x86.pte import Access
@@ -56,6 +57,7 @@ def test_with_every_task_unkillable_the_kernel_panics_instead_of_killing_one():
     assert tail == ["kernel: Out of memory and no killable processes...",
                     "kernel: Kernel panic - not syncing: System is deadlocked on memory"]
     assert runner.log[-1] == "t.wl:7: the kernel panicked; the remaining operations did not run"
+    assert "no process could be killed: the kernel panicked" in why.why_oom(k)
 
 
 def test_an_oom_at_spawn_is_invoked_by_the_process_being_spawned():
