@@ -81,7 +81,9 @@ def config_from_args(args: argparse.Namespace) -> MMUConfig:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("config", help="print the MMU configuration as JSON, or list the presets")
+    p = sub.add_parser("config", help="print the MMU configuration as JSON, or list the presets",
+                       description="Print the MMUConfig that the options describe (a preset, then overrides) as "
+                                   "JSON: the object the hardware, the reference MMU and the testbench all take.")
     p.add_argument("--list-presets", action="store_true", help="one line per preset: its name and what it is for")
     add_config_args(p)
     p.set_defaults(func=run)

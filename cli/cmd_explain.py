@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from cli.arguments import comma_list
 from cli.cmd_config import add_config_args, config_from_args
 from model.errors import UserError
-from model.x86.pte import FaultKind
 from model.mm.mmap import find_vma
 from model.proc.task_mmu import vma_name
 from model.teach.explain import (
@@ -32,6 +32,7 @@ from model.teach.explain import (
     vaddr_str,
 )
 from model.user.workload import run_workload
+from model.x86.pte import FaultKind
 
 
 def register(sub) -> None:
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         mem, ctrl = demo_address_space(cfg.maxphyaddr)
     ctrl = dataclasses.replace(ctrl, wp=not args.no_wp, nxe=not args.no_nxe, smep=args.smep, smap=args.smap)
     vaddr = _address(addr_text, task)
-    warmup = tuple(_address(a, task) for a in args.after.split(",") if a)
+    warmup = tuple(_address(a, task) for a in comma_list("after", args.after)) if args.after else ()
     ex = explain(mem, ctrl, vaddr, access, args.user, cfg, warmup=warmup)
     if not args.no_hw:
         from sim.pysim import time_translations  # Amaranth is imported only when needed

@@ -42,7 +42,9 @@ FAULT_NAMES = {
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sim", help="run the co-simulation regression on Icarus and print a summary")
+    p = sub.add_parser("sim", help="run the co-simulation regression on Icarus and print a summary",
+                       description="Run the co-simulation regression (directed, random and full-system cocotb tests, "
+                                   "every response checked against the reference MMU) and print its summary.")
     p.add_argument("--seed", type=str, metavar="N", help="seed of every test (default: $SEED, else a fresh one)")
     p.add_argument("--seeds", type=int, metavar="N", help="run every random test with N seeds: SEED, SEED+1, ...")
     p.add_argument("--waves", action="store_true", help="dump an FST waveform per test (also: WAVES=1)")
@@ -66,6 +68,9 @@ def _seed_text(args) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.results:
+        if not Path(args.results).is_dir():
+            raise UserError(f"--results {args.results}: not a directory (the records of an earlier mmu sim run are "
+                            f"in {R.RESULTS_DIR})")
         records = load_results(Path(args.results))
         print(report(records, seed=None, wall=None, pytest_rc=None))
         return 0 if records and all(r.get("passed") for r in records) else 1

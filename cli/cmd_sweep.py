@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cli.arguments import comma_list
 from cli.cmd_config import add_base_args, config_from_args
 from model.config import ConfigError, Policy
 from model.errors import UserError
@@ -27,16 +28,6 @@ def _pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def _items(option: str, text: str) -> list[str]:
-    items = [s.strip() for s in text.split(",")]
-    if "" in items:
-        raise UserError(f"--{option} {text!r}: a comma-separated list with no empty items")
-    for s in items:
-        if items.count(s) > 1:
-            raise UserError(f"--{option} {text!r}: {s} is listed twice; list each value once")
-    return items
-
-
 def _int(option: str, s: str, ok) -> int:
     try:
         n = int(s)
@@ -48,17 +39,17 @@ def _int(option: str, s: str, ok) -> int:
 
 
 def parse_entries(text: str) -> list[int]:
-    return [_int("entries", s, _pow2) for s in _items("entries", text)]
+    return [_int("entries", s, _pow2) for s in comma_list("entries", text)]
 
 
 def parse_ways(text: str) -> list[int | None]:
     """Ways per list item; None is 'full'."""
-    return [None if s.lower() == "full" else _int("ways", s, _pow2) for s in _items("ways", text)]
+    return [None if s.lower() == "full" else _int("ways", s, _pow2) for s in comma_list("ways", text)]
 
 
 def parse_policies(text: str) -> list[Policy]:
     policies = []
-    for s in _items("policy", text):
+    for s in comma_list("policy", text):
         try:
             policies.append(Policy.parse(s))
         except ConfigError:
@@ -67,7 +58,7 @@ def parse_policies(text: str) -> list[Policy]:
 
 
 def parse_pwcs(text: str) -> list[int]:
-    return [_int("pwc", s, lambda n: n == 0 or _pow2(n)) for s in _items("pwc", text)]
+    return [_int("pwc", s, lambda n: n == 0 or _pow2(n)) for s in comma_list("pwc", text)]
 
 
 def register(sub) -> None:

@@ -44,11 +44,21 @@ def version() -> str:
         return "unknown (not installed: pip install .)"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line with a pointer to --help, instead of the usage text.
+
+    Subcommand parsers are of the same class (``add_subparsers`` makes them with ``type(self)``).
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for ``argv``: with a known subcommand first, only that subcommand's module is imported."""
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     wanted = COMMANDS.get(words[0]) if words else None
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="mmu",
         description="x86-64 MMU co-simulation: Amaranth hardware, Icarus, and a Linux-like golden model.",
     )
@@ -56,11 +66,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="subcommands", metavar="COMMAND", required=True)
     for module in [wanted] if wanted else dict.fromkeys(COMMANDS.values()):
         importlib.import_module(module).register(sub)
+    for command in sub.choices.values():
+        command.set_defaults(parser=command)  # so that leftover words are blamed on the subcommand
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argv).parse_args(argv)
+    args, extra = build_parser(argv).parse_known_args(argv)
+    if extra:
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args) or 0
     except UserError as e:

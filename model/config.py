@@ -82,6 +82,9 @@ class TLBConfig:
         return self.sets.bit_length() - 1
 
 
+MAX_DRAM_CYCLES = 1024  # any one DRAM timing parameter
+
+
 @dataclass(frozen=True)
 class DRAMTiming:
     """Latency of the DRAM model behind the memory port, in MMU clock cycles.
@@ -107,12 +110,19 @@ class DRAMTiming:
         if self.kind not in ("fixed", "ddr"):
             raise ConfigError(f"dram kind {self.kind!r}: must be 'fixed' or 'ddr'")
         for name in ("latency", "tRCD", "tCL", "tRP", "jitter"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"dram {name}={getattr(self, name)}: must be >= 0")
+            if not 0 <= getattr(self, name) <= MAX_DRAM_CYCLES:
+                raise ConfigError(f"dram {name}={getattr(self, name)}: must be 0..{MAX_DRAM_CYCLES} cycles "
+                                  "(DRAM answers in tens to hundreds of MMU cycles; more only slows the simulators)")
         if not _is_pow2(self.banks) or not _is_pow2(self.row_bytes) or self.row_bytes < 8:
             raise ConfigError("dram banks and row_bytes: must be powers of two (row_bytes >= 8)")
         if not 0.0 <= self.ready_drop < 1.0:
             raise ConfigError(f"dram ready_drop={self.ready_drop}: must be in [0, 1)")
+
+    @property
+    def worst_read_cycles(self) -> int:
+        """The longest one read can take: what a testbench's no-progress timeout must allow per access."""
+        base = self.latency if self.kind == "fixed" else self.tRP + self.tRCD + self.tCL
+        return base + self.jitter
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,9 @@ def time_translations(cfg: MMUConfig, mem, ctrl: ControlRegs,
     hardware's A/D writes stay in the DRAM overlay.
     """
     flags = Flags(**{name: bool(getattr(ctrl, name)) for name in ("wp", "nxe", "smep", "smap", "pcide")})
-    bench = PySimBench(cfg, mem, flags=flags, timing=dataclasses.replace(cfg.dram, ready_drop=0.0), check=False)
+    # A walk is at most 4 reads and 4 A/D writes: the wait for one answer grows with the DRAM's latency.
+    bench = PySimBench(cfg, mem, flags=flags, timing=dataclasses.replace(cfg.dram, ready_drop=0.0), check=False,
+                       max_wait=10_000 + 8 * cfg.dram.worst_read_cycles)
     results: list[HWTranslation] = []
     counters: dict[str, int] = {}
 

@@ -39,3 +39,45 @@ def test_a_name_can_be_reused_after_its_process_exits(tmp_path):
     path = tmp_path / "w.wl"
     path.write_text("boot mem=64M\nspawn a\nexit\nspawn a\n")
     assert main(["run", str(path)]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "small-malloc", "extra"], "mmu run: error: unrecognized arguments: extra (see 'mmu run --help')"),
+    (["free", "small-malloc", "--bogus"], "mmu free: error: unrecognized arguments: --bogus (see 'mmu free --help')"),
+    (["config", "--dtlb-entries", "abc"], "mmu config: error: argument --dtlb-entries: invalid int value: 'abc' "
+                                          "(see 'mmu config --help')"),
+    (["top"], "mmu top: error: the following arguments are required: WORKLOAD (see 'mmu top --help')"),
+    (["frobnicate"], "mmu: error: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_argparse_errors_are_one_line_with_a_hint(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message), err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "small-malloc", "--report", ""], "--report '': a comma-separated list with no empty items"),
+    (["run", "small-malloc", "--report", "free,,top"], "--report 'free,,top': a comma-separated list"),
+    (["run", "small-malloc", "--report", "free,free"], "free is listed twice"),
+    (["top", "small-malloc", "--fields", ""], "--fields '': a comma-separated list with no empty items"),
+    (["explain", "0x400000", "--after", "0x1000,", "--no-hw"], "--after '0x1000,': a comma-separated list"),
+    (["explain", "0x400000", "--dram-latency", "100000"], "dram latency=100000: must be 0..1024 cycles"),
+    (["sim", "--results", "/nonexistent/records"], "--results /nonexistent/records: not a directory"),
+])
+def test_empty_lists_and_impossible_values_are_refused(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert message in err[-1] and err[-1].startswith("mmu: error: "), err
+
+
+def test_every_subcommand_has_a_description():
+    from cli.main import build_parser
+
+    parser = build_parser([])
+    sub = next(a for a in parser._actions if a.dest == "==SUPPRESS==" or getattr(a, "choices", None)
+               and isinstance(a.choices, dict))
+    assert set(sub.choices) >= {"run", "sim", "free", "quiz", "verilog"}
+    for name, command in sub.choices.items():
+        assert command.description and len(command.description) > 20, name
