@@ -28,7 +28,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dram-latency", type=int, metavar="CYCLES")
 
 
-def config_from_args(args: argparse.Namespace) -> MMUConfig:
+def config_from_args(args: argparse.Namespace, *, model_only: bool = False) -> MMUConfig:
+    """The configuration the options describe; ``model_only``: for the reference model alone, so without
+    the limits of hardware (``TLBConfig.model_only``)."""
     base = {}
     if getattr(args, "config", None):
         path = Path(args.config)
@@ -40,7 +42,7 @@ def config_from_args(args: argparse.Namespace) -> MMUConfig:
             raise UserError(f"--config {path}: not JSON (line {e.lineno}: {e.msg})") from None
         if not isinstance(base, dict):
             raise UserError(f"--config {path}: must hold one JSON object")
-    cfg = MMUConfig.from_dict(base)
+    cfg = MMUConfig.from_dict(base, model_only=model_only)
     tlbs = {}
     for tlb in ("itlb", "dtlb"):
         t: TLBConfig = getattr(cfg, tlb)
@@ -51,7 +53,7 @@ def config_from_args(args: argparse.Namespace) -> MMUConfig:
             v = getattr(args, f"{tlb}_{f}", None)
             if v is not None:
                 fields[f] = v
-        tlbs[tlb] = TLBConfig(**fields)
+        tlbs[tlb] = TLBConfig(**fields, model_only=model_only)
     changes = dict(tlbs)
     if args.pwc_entries is not None:
         changes["pwc_entries"] = args.pwc_entries

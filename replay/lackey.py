@@ -93,13 +93,15 @@ class Trace:
     """Page-level accesses of a trace, in program order.
 
     ``vaddr[k]`` is the byte address of access k (the page base for the second
-    page of a crossing record) and ``access[k]`` its ``model.x86.pte.Access`` value.
+    page of a crossing record) and ``access[k]`` its ``model.x86.pte.Access`` value;
+    ``first[k]`` says that access k is the first of its record (None: every access is).
     """
 
     name: str
     vaddr: np.ndarray  # uint64
     access: np.ndarray  # uint8
     records: int  # I/L/S/M lines read
+    first: np.ndarray | None = None  # bool
 
     def __len__(self) -> int:
         return len(self.vaddr)
@@ -114,34 +116,69 @@ class Trace:
         return cls(name, vaddr, access, len(vaddr))
 
 
-def read_lackey(path) -> Trace:
-    """Read a lackey trace file (plain or gzip) into page-level accesses."""
-    path = Path(path)
-    try:
-        raw = path.open("rb")
-    except OSError as e:
-        raise TraceError(f"{path}: cannot read: {e.strerror}") from None
-    with raw:
-        magic = raw.read(2)
-        raw.seek(0)
-        f = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
+class LackeyFile:
+    """An open lackey trace (plain or gzip) read in chunks: memory stays bounded whatever its length.
+
+    ``chunks()`` yields the page-level accesses of about 1 MiB of text at a time, as ``Trace`` objects
+    (``records`` counts the chunk's own); ``position`` is how far into the file (compressed bytes for
+    gzip) reading has got, against ``size``, for a progress bar.
+    """
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+        self.name = str(path)
         try:
-            return _read_blocks(f, str(path))
+            self._raw = self.path.open("rb")
+        except OSError as e:
+            raise TraceError(f"{path}: cannot read: {e.strerror}") from None
+        self.size = self.path.stat().st_size
+        magic = self._raw.read(2)
+        self._raw.seek(0)
+        self._file = gzip.GzipFile(fileobj=self._raw) if magic == b"\x1f\x8b" else self._raw
+
+    @property
+    def position(self) -> int:
+        return self._raw.tell()
+
+    def chunks(self):
+        try:
+            yield from _chunks(self._file, self.name)
         except (OSError, EOFError) as e:  # a damaged or truncated gzip stream
-            raise TraceError(f"{path}: cannot read: {e}") from None
+            raise TraceError(f"{self.name}: cannot read: {e}") from None
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> "LackeyFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_lackey(path) -> Trace:
+    """Read a whole lackey trace file (plain or gzip) into page-level accesses held in memory."""
+    with LackeyFile(path) as f:
+        return _concatenate(f.chunks(), f.name)
 
 
 def parse_lackey(text: bytes | str, name: str = "<trace>") -> Trace:
     """Parse lackey trace text held in memory."""
     data = text.encode() if isinstance(text, str) else text
-    return _read_blocks(io.BytesIO(data), name)
+    return _concatenate(_chunks(io.BytesIO(data), name), name)
+
+
+def _concatenate(chunks, name: str) -> Trace:
+    parts = list(chunks)
+    return Trace(name, np.concatenate([c.vaddr for c in parts]), np.concatenate([c.access for c in parts]),
+                 sum(c.records for c in parts), np.concatenate([c.first for c in parts]))
 
 
 _BLOCK = 1 << 20  # bytes per block: bounds the memory of the per-line arrays
 
 
-def _read_blocks(f, name: str) -> Trace:
-    vaddrs, accesses = [], []
+def _chunks(f, name: str):
+    """The ``Trace`` of each block of whole lines; a TraceError at the end if there were no records."""
     records = 0
     line0 = 0  # lines before the current block
     tail = b""
@@ -154,16 +191,15 @@ def _read_blocks(f, name: str) -> Trace:
         elif data and not data.endswith(b"\n"):
             data += b"\n"
         if data:
-            v, a, nrec, nlines = _parse_block(data, name, line0)
-            vaddrs.append(v)
-            accesses.append(a)
+            v, a, first, nrec, nlines = _parse_block(data, name, line0)
             records += nrec
             line0 += nlines
+            if nrec:
+                yield Trace(name, v, a, nrec, first)
         if not block:
             break
     if not records:
         raise TraceError(f"{name}: no I/L/S/M records (was valgrind run with --tool=lackey --trace-mem=yes?)")
-    return Trace(name, np.concatenate(vaddrs), np.concatenate(accesses), records)
 
 
 # --- the vectorised parser ---------------------------------------------------------
@@ -201,8 +237,8 @@ def _hex8(cls: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nib, ok
 
 
-def _parse_block(data: bytes, name: str, line0: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Parse whole lines (``data`` ends with a newline); returns vaddr, access, records, lines."""
+def _parse_block(data: bytes, name: str, line0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Parse whole lines (``data`` ends with a newline); returns vaddr, access, first, records, lines."""
     buf = np.frombuffer(_PADDING + data + _PADDING, np.uint8)
     word, cls = _words(buf), _words(_CLASS[buf])
     body = buf[_PAD:-_PAD]
@@ -260,8 +296,8 @@ def _parse_block(data: bytes, name: str, line0: int) -> tuple[np.ndarray, np.nda
         _report_first_error(data, name, line0)
         raise AssertionError(f"{name}: block at line {line0 + 1} failed the fast checks but no line is bad")
 
-    vaddr, access = _expand(addr, last, kind)
-    return vaddr, access, len(rec), nlines
+    vaddr, access, first = _expand(addr, last, kind)
+    return vaddr, access, first, len(rec), nlines
 
 
 def _report_first_error(data: bytes, name: str, line0: int) -> None:
@@ -272,8 +308,9 @@ def _report_first_error(data: bytes, name: str, line0: int) -> None:
             raise TraceError(f"{name}:{line0 + i + 1}: {RULES[rule]}: {text[:80]!r}")
 
 
-def _expand(addr: np.ndarray, last: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One access per (operation, page): M is read then write, each over every page touched.
+def _expand(addr: np.ndarray, last: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One access per (operation, page): M is read then write, each over every page touched; and which
+    accesses are the first of their record.
 
     Almost every record gives exactly one access, so each record's first access
     is written at ``pos`` and only the rare extras are scattered after it.
@@ -283,7 +320,7 @@ def _expand(addr: np.ndarray, last: np.ndarray, kind: np.ndarray) -> tuple[np.nd
     is_m = kind == KIND_M
     access = _KIND_ACCESS[kind]
     if not cross.any() and not is_m.any():
-        return addr, access
+        return addr, access, np.ones(len(addr), bool)
     count = (1 + cross.view(np.uint8)) << is_m.view(np.uint8)
     pos = np.cumsum(count, dtype=np.int64) - count
     total = int(pos[-1] + count[-1])
@@ -302,4 +339,6 @@ def _expand(addr: np.ndarray, last: np.ndarray, kind: np.ndarray) -> tuple[np.nd
     mc = np.flatnonzero(is_m & cross)
     out_v[pos[mc] + 3] = page2[mc]
     out_a[pos[mc] + 3] = Access.WRITE
-    return out_v, out_a
+    first = np.zeros(total, bool)
+    first[pos] = True
+    return out_v, out_a, first
