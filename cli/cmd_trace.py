@@ -119,7 +119,7 @@ def run_hw(args: argparse.Namespace, cfg, trace, whole) -> int:
     replay_cmd = " ".join(shlex.quote(a) for a in argv + ["--seed", str(seed)])
     print(f"seed {seed}: {len(trace)} page accesses through the Verilog MMU on Icarus (replay: {replay_cmd})",
           file=sys.stderr, flush=True)
-    out = run_on_hardware(args.file, args.limit, cfg, seed, replay_cmd)
+    out = run_on_hardware(args.file, args.limit, cfg, seed, replay_cmd, progress=None if args.quiet else len(trace))
     if not out.passed:
         print(f"mmu trace --hw: FAILED\n{out.message}\n  simulator log: {out.log}", file=sys.stderr)
         return 1
