@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from model.errors import UserError
@@ -47,9 +48,6 @@ class TraceError(UserError):
     """A trace that cannot be read: the message names file, line and the rule broken."""
 
 
-# Record kinds, in the order of _KIND_ACCESS.
-KIND_I, KIND_L, KIND_S, KIND_M = range(4)
-_KIND_ACCESS = np.array([Access.FETCH, Access.READ, Access.WRITE, Access.READ], np.uint8)
 _KIND_PREFIX = (b"I  ", b" L ", b" S ", b" M ")
 
 MAX_SIZE = PAGE_SIZE  # so that a record touches at most two pages
@@ -202,102 +200,98 @@ def _chunks(f, name: str):
         raise TraceError(f"{name}: no I/L/S/M records (was valgrind run with --tool=lackey --trace-mem=yes?)")
 
 
-# --- the vectorised parser ---------------------------------------------------------
+# --- the compiled parser -----------------------------------------------------------
 
-_PAD = 16  # zero bytes on each side of a block: every word gathered below stays in bounds
-_PADDING = bytes(_PAD)
-_U = np.uint64
-_HEX_BIT = _U(0x1010101010101010)  # per byte of a class word: a hex digit
-_DEC_BIT = _U(0x2020202020202020)  # per byte of a class word: a decimal digit
-_VALUE = _U(0x0F0F0F0F0F0F0F0F)  # per byte of a class word: the digit's value
-# _CLASS[c]: the digit value of character c in the low nibble, plus _HEX_BIT and _DEC_BIT flags.
-_CLASS = np.zeros(256, np.uint8)
-for _c in b"0123456789":
-    _CLASS[_c] = 0x30 | (_c - ord("0"))
-for _i, _c in enumerate(b"abcdef"):
-    _CLASS[_c] = _CLASS[_c - 32] = 0x10 | (10 + _i)
-# _KEEP[n]: the top n bytes of a word (the n characters just before the word's end).
-_KEEP = np.array([0] + [((1 << 8 * n) - 1) << 8 * (8 - n) for n in range(1, 9)], np.uint64)
-_PREFIX_CODE = [int.from_bytes(p, "little") for p in _KIND_PREFIX]
+_HEXVAL = np.full(256, 255, np.uint8)  # the value of a hex digit, 255 for any other character
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEXVAL[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEXVAL[_c] = 10 + _i
+_DIGIT, _SPACE, _NL, _COMMA = ord("0"), ord(" "), ord("\n"), ord(",")
+_I, _L, _S, _M, _EQ, _DASH = (ord(c) for c in "ILSM=-")
+_READ, _WRITE, _FETCH = int(Access.READ), int(Access.WRITE), int(Access.FETCH)
 
 
-def _words(a: np.ndarray) -> np.ndarray:
-    """``w[i]`` = the 8 bytes ``a[i:i+8]`` as a little-endian integer (first byte lowest)."""
-    return np.ndarray((len(a) - 7,), "<u8", a, strides=(1,))
-
-
-def _hex8(cls: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Value of the last ``n`` (0..8) characters of class words read as hex, and whether all are hex digits."""
-    keep = _KEEP[n]
-    ok = (cls & keep & _HEX_BIT) == (keep & _HEX_BIT)
-    nib = cls & keep & _VALUE  # byte 0 holds the most significant digit
-    nib = ((nib << _U(4)) | (nib >> _U(8))) & _U(0x00FF00FF00FF00FF)
-    nib = ((nib << _U(8)) | (nib >> _U(16))) & _U(0x0000FFFF0000FFFF)
-    nib = ((nib << _U(16)) | (nib >> _U(32))) & _U(0xFFFFFFFF)
-    return nib, ok
+@numba.njit(cache=True, nogil=True)
+def _parse(buf, hexval, vaddr, access, first):
+    """Parse whole lines (``buf`` ends with a newline) into page accesses (module docstring); returns
+    (accesses, records, lines, bad): ``bad`` is the index of the first line that breaks a rule, or -1."""
+    n = len(buf)
+    i = out = records = lines = 0
+    while i < n:
+        c0 = buf[i]
+        if c0 == _EQ or c0 == _DASH:  # a valgrind message: ==pid== or --pid--, then anything
+            ok = i + 1 < n and buf[i + 1] == c0
+            j = i + 2
+            while j < n and _DIGIT <= buf[j] <= _DIGIT + 9:
+                j += 1
+            ok = ok and j > i + 2 and j + 1 < n and buf[j] == c0 and buf[j + 1] == c0
+            while buf[i] != _NL:
+                i += 1
+            i += 1
+            if not ok:
+                return out, records, lines, lines
+            lines += 1
+            continue
+        if i + 3 >= n or buf[i + 2] != _SPACE:
+            return out, records, lines, lines
+        c1 = buf[i + 1]
+        if c0 == _I and c1 == _SPACE:
+            kind = _FETCH
+        elif c0 == _SPACE and (c1 == _L or c1 == _S or c1 == _M):
+            kind = _READ if c1 == _L else _WRITE if c1 == _S else 3
+        else:
+            return out, records, lines, lines
+        i += 3
+        addr = np.uint64(0)
+        digits = 0
+        while hexval[buf[i]] != 255:
+            addr = (addr << np.uint64(4)) | np.uint64(hexval[buf[i]])
+            i += 1
+            digits += 1
+        if digits < 1 or digits > 16 or buf[i] != _COMMA:
+            return out, records, lines, lines
+        i += 1
+        size = 0
+        digits = 0
+        while _DIGIT <= buf[i] <= _DIGIT + 9:
+            size = 10 * size + (buf[i] - _DIGIT)
+            i += 1
+            digits += 1
+        if digits < 1 or digits > 4 or size < 1 or size > 4096 or buf[i] != _NL:
+            return out, records, lines, lines
+        last = addr + np.uint64(size - 1)
+        if last < addr:
+            return out, records, lines, lines
+        i += 1
+        lines += 1
+        records += 1
+        cross = (last >> np.uint64(12)) != (addr >> np.uint64(12))
+        page2 = ((addr >> np.uint64(12)) + np.uint64(1)) << np.uint64(12)
+        for op in range(2 if kind == 3 else 1):
+            a = kind if kind != 3 else (_READ if op == 0 else _WRITE)
+            vaddr[out] = addr
+            access[out] = a
+            first[out] = op == 0
+            out += 1
+            if cross:
+                vaddr[out] = page2
+                access[out] = a
+                first[out] = False
+                out += 1
+    return out, records, lines, -1
 
 
 def _parse_block(data: bytes, name: str, line0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Parse whole lines (``data`` ends with a newline); returns vaddr, access, first, records, lines."""
-    buf = np.frombuffer(_PADDING + data + _PADDING, np.uint8)
-    word, cls = _words(buf), _words(_CLASS[buf])
-    body = buf[_PAD:-_PAD]
-    ends = np.flatnonzero(body == ord("\n")) + _PAD
-    nlines = len(ends)
-    starts = np.empty_like(ends)
-    starts[0] = _PAD
-    starts[1:] = ends[:-1] + 1
-
-    head = word[starts]
-    two = head & _U(0xFFFF)
-    valgrind = (two == _U(0x3D3D)) | (two == _U(0x2D2D))  # "==" or "--"
-    ok = True
-    commas_elsewhere = 0
-    for i in np.flatnonzero(valgrind):
-        line = data[starts[i] - _PAD:ends[i] - _PAD]
-        ok &= _VALGRIND_LINE.match(line) is not None
-        commas_elsewhere += line.count(b",")
-
-    rec = np.flatnonzero(~valgrind)
-    s, e, head = starts[rec], ends[rec], head[rec]
-    prefix = head & _U(0xFFFFFF)
-    kind = np.full(len(rec), 255, np.uint8)
-    for k, code in enumerate(_PREFIX_CODE):
-        kind[prefix == _U(code)] = k
-
-    # The comma is one of the 2nd..5th characters before the newline (sizes of 1..4 digits).
-    tail = word[e - 8]
-    slen = np.zeros(len(rec), np.int64)
-    for n in range(MAX_DEC, 0, -1):
-        slen[((tail >> _U(8 * (7 - n))) & _U(0xFF)) == _U(ord(","))] = n
-    comma = e - 1 - slen
-    alen = comma - s - 3
-    good = (kind != 255) & (slen > 0) & (alen >= 1) & (alen <= MAX_HEX) & (e - s >= 6)
-
-    keep = _KEEP[slen]
-    digits = cls[e - 8] & keep
-    good &= (digits & _DEC_BIT) == (keep & _DEC_BIT)
-    d = (digits & _VALUE) >> _U(32)  # the last four characters, most significant first
-    d = (d * _U(10) + (d >> _U(8))) & _U(0x00FF00FF)
-    size = (d * _U(100) + (d >> _U(16))) & _U(0xFFFF)
-    good &= (size >= _U(1)) & (size <= _U(MAX_SIZE))
-
-    comma = np.where(good, comma, _PAD + 16)  # keep the gathers in bounds on bad lines
-    alen = np.where(good, alen, 1)
-    lo, lo_ok = _hex8(cls[comma - 8], np.minimum(alen, 8))
-    hi, hi_ok = _hex8(cls[comma - 16], np.clip(alen - 8, 0, 8))
-    addr = (hi << _U(32)) | lo
-    last = addr + (size - _U(1))
-    good &= lo_ok & hi_ok & (last >= addr)
-
-    # A second comma anywhere in a record line shows in the block's comma count.
-    commas = int(np.count_nonzero(body == ord(",")))
-    if not (ok and good.all() and commas == len(rec) + commas_elsewhere):
+    buf = np.frombuffer(data, np.uint8)
+    most = 4 * (len(data) // 6 + 1)  # a record line has at least 6 characters and gives at most 4 accesses
+    vaddr, access, first = np.empty(most, np.uint64), np.empty(most, np.uint8), np.empty(most, np.bool_)
+    count, records, lines, bad = _parse(buf, _HEXVAL, vaddr, access, first)
+    if bad >= 0:
         _report_first_error(data, name, line0)
-        raise AssertionError(f"{name}: block at line {line0 + 1} failed the fast checks but no line is bad")
-
-    vaddr, access, first = _expand(addr, last, kind)
-    return vaddr, access, first, len(rec), nlines
+        raise AssertionError(f"{name}: line {line0 + bad + 1} failed the compiled parser but breaks no rule")
+    return vaddr[:count].copy(), access[:count].copy(), first[:count].copy(), records, lines
 
 
 def _report_first_error(data: bytes, name: str, line0: int) -> None:
@@ -306,39 +300,3 @@ def _report_first_error(data: bytes, name: str, line0: int) -> None:
         if rule is not None:
             text = line.decode("utf-8", "replace")
             raise TraceError(f"{name}:{line0 + i + 1}: {RULES[rule]}: {text[:80]!r}")
-
-
-def _expand(addr: np.ndarray, last: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One access per (operation, page): M is read then write, each over every page touched; and which
-    accesses are the first of their record.
-
-    Almost every record gives exactly one access, so each record's first access
-    is written at ``pos`` and only the rare extras are scattered after it.
-    """
-    shift = _U(PAGE_SHIFT)
-    cross = (last >> shift) != (addr >> shift)
-    is_m = kind == KIND_M
-    access = _KIND_ACCESS[kind]
-    if not cross.any() and not is_m.any():
-        return addr, access, np.ones(len(addr), bool)
-    count = (1 + cross.view(np.uint8)) << is_m.view(np.uint8)
-    pos = np.cumsum(count, dtype=np.int64) - count
-    total = int(pos[-1] + count[-1])
-    out_v = np.empty(total, np.uint64)
-    out_a = np.empty(total, np.uint8)
-    out_v[pos] = addr
-    out_a[pos] = access
-    page2 = ((addr >> shift) + _U(1)) << shift
-    c = np.flatnonzero(cross)  # second page, same operation: right after the first
-    out_v[pos[c] + 1] = page2[c]
-    out_a[pos[c] + 1] = access[c]
-    m = np.flatnonzero(is_m)  # the writes of M, after its reads
-    w = pos[m] + 1 + cross[m]
-    out_v[w] = addr[m]
-    out_a[w] = Access.WRITE
-    mc = np.flatnonzero(is_m & cross)
-    out_v[pos[mc] + 3] = page2[mc]
-    out_a[pos[mc] + 3] = Access.WRITE
-    first = np.zeros(total, bool)
-    first[pos] = True
-    return out_v, out_a, first
