@@ -13,17 +13,13 @@ translates pages, not bytes, so each record becomes one access per page it
 touches (two when it crosses a 4 KiB boundary), and ``M`` becomes the reads of
 its pages followed by the writes.
 
-Traces run to tens of millions of lines, so no Python code runs per line: the
-file is read in blocks of whole lines, and each block is parsed with numpy
-operations on 64-bit words.  Every line is short, so the 8 bytes at its start
-hold the record kind, the 8 bytes before its newline hold the comma and the
-size, and the 16 bytes before the comma hold the address.  Each character is
-first classified through a 256-entry table (digit value, hex digit, decimal
-digit), and the words of classes are gathered once per line and decoded and
-validated eight characters at a time (SWAR: SIMD within a register).  Only when a block fails validation is it
-re-read line by line, by :func:`check_line`, to name the first bad line and
-the rule it breaks; that function is also the plain statement of the format.
-A gzip file (recognised by its magic bytes) is read the same way.
+Traces run to tens of millions of lines, so no Python code runs per line, and
+the file is never held whole: ``LackeyFile.chunks`` reads it in blocks of whole
+lines (1 MiB), and one compiled loop (numba) per block checks every line against
+the rules and writes its page accesses.  Only when a block has a bad line is it
+re-read line by line, by :func:`check_line`, to name the first bad line and the
+rule it breaks; that function is also the plain statement of the format.  A gzip
+file (recognised by its magic bytes) is read the same way.
 """
 
 from __future__ import annotations
