@@ -160,14 +160,14 @@ def _run(vaddr, access, first, k, keys, ids, meta, abit, dbit, where, geometry, 
     vpn_mask = np.uint64((1 << 36) - 1)
     nine = np.uint64(9)
     ids_in = np.zeros(4, np.int64)  # the ids of this walk's PTE, PDE, PDPTE, PML4E
+    start_k, records, fetches, hits = k, 0, 0, 0  # the hottest counters, in registers until the return
     while k < n:
         if 2 * (meta[0] + meta[1] + meta[2] + meta[3] + 4) > len(keys):
-            return k
+            break
         v = vaddr[k]
         a = access[k]
-        counts[ACCESSES] += 1
         if not has_first or first[k]:
-            counts[RECORDS] += 1
+            records += 1
             meta[_REC_MISSED] = 0
         top = v >> np.uint64(47)
         if top != np.uint64(0) and top != np.uint64(0x1FFFF):
@@ -178,14 +178,14 @@ def _run(vaddr, access, first, k, keys, ids, meta, abit, dbit, where, geometry, 
         t = 0 if a == 2 else 1
         sets, ways, policy = geometry[t, 0], geometry[t, 1], geometry[t, 2]
         page = _id_of(keys, ids, meta, 0, vpn)
-        counts[LOOKUPS] += 1
-        counts[ITLB_LOOKUPS + t] += 1
+        counts[DTLB_LOOKUPS] += t
+        fetches += 1 - t
         s = np.int64(vpn & np.uint64(sets - 1))
         slot = where[t, page]
         rewalk = False
         if slot >= 0:
             if a != 1 or dirty[t, slot]:
-                counts[HITS] += 1
+                hits += 1
                 _touch(t, s, slot - s * ways, ways, policy, stamp, clock, bits)
                 k += 1
                 continue
@@ -244,6 +244,11 @@ def _run(vaddr, access, first, k, keys, ids, meta, abit, dbit, where, geometry, 
         valid[t, s] += 1
         _touch(t, s, way, ways, policy, stamp, clock, bits)
         k += 1
+    counts[ACCESSES] += k - start_k
+    counts[RECORDS] += records
+    counts[ITLB_LOOKUPS] += fetches
+    counts[HITS] += hits
+    counts[LOOKUPS] = counts[ITLB_LOOKUPS] + counts[DTLB_LOOKUPS]
     return k
 
 
