@@ -275,8 +275,6 @@ def test_sweep_table_and_default_directory(tmp_path, capsys, monkeypatch):
     (["--ways", "3"], "--ways 3: ways are powers of two, or 'full' (fully associative)"),
     (["--ways", "16", "--entries", "8"], "--entries 8 --ways 16 --policy lru: ways=16: must be a power of two "
                                          "no larger than entries=8"),
-    (["--ways", "32", "--entries", "64"], "--entries 64 --ways 32 --policy lru: ways=32 with policy lru: LRU is "
-                                          "for at most 16 ways; use plru"),
     (["--policy", "lru,mru"], "--policy mru: policies are lru, plru, fifo, random"),
     (["--pwc", "0,6"], "--pwc 6: page-walk-cache sizes are 0 (off) or powers of two"),
 ])
