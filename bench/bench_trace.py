@@ -14,6 +14,7 @@ Prints figures only; nothing here asserts about time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -23,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from replay.lackey import SHIPPED_TRACE
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from replay.lackey import SHIPPED_TRACE  # noqa: E402
 
 MMU = [sys.executable, "-m", "cli.main", "trace"]
 POLICIES = ("lru", "plru", "fifo", "random")
@@ -73,7 +74,6 @@ def main() -> None:
         argv = MMU + [str(trace), "--quiet", "--json", "--policy", policy]
         wall, cpu, rss = measure(argv, cwd=ROOT)
         if accesses is None:
-            import json
             out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True).stdout
             accesses = json.loads(out)["accesses"]
         print(f"mmu {policy:<6} : {wall:.2f} s wall, {cpu:.2f} s CPU: {accesses / cpu / 1e6:.1f} M accesses per CPU s; "
