@@ -4,8 +4,8 @@ Usage: python bench/bench_sweep.py [--accesses N] [--seed SEED]
 On the synthetic trace of replay/synthetic.py (default 12 million page accesses), one
 stack-distance pass gives the DTLB misses of a fully associative LRU DTLB of
 every size; the folded replay (replay/trace_replay.py) needs one run per size.
-Both give the same counts (printed).  Also: a sweep row made from the distances
-plus the replay of the walks alone, and the textbook Fenwick-tree pass in pure
+Both give the same counts (printed).  Also: a sweep row (the curve's distances
+plus the compiled replay of the row), and the textbook Fenwick-tree pass in pure
 Python on a prefix, for scale.  Rates are per CPU second; prints figures only.
 """
 
@@ -84,8 +84,8 @@ def main() -> None:
           f"{sd.cpu:.2f} s CPU ({replay_cpu / sd.cpu:.0f}x)")
 
     (row,), took = timed(lambda: sweep(trace, cfg, [Point(16, 16, Policy.LRU, cfg.pwc_entries)]).rows)
-    print(f"sweep row, 16 entries : {took.rate(len(trace))} accesses/s ({took}; distances, ITLB replay, "
-          f"{row.walks:,} walks replayed alone)")
+    print(f"sweep row, 16 entries : {took.rate(len(trace))} accesses/s ({took}; the curve's distances and the "
+          f"compiled replay of the row, {row.walks:,} walks)")
 
     index = lru.index[:FENWICK_PREFIX]
     prefix = type(trace).from_arrays(trace.vaddr[index], trace.access[index])

@@ -1,55 +1,87 @@
-"""Trace figures: reference-MMU replay rate on a large synthetic trace, and lackey parse rate.
+"""Trace figures on a real program: `mmu trace` against valgrind's cachegrind, per policy, with peak memory.
 
-Usage: python bench/bench_trace.py [--accesses N] [--seed SEED]
-The synthetic trace (default 12 million page accesses) is generated in memory
-with the locality of a real program: instruction fetches in runs through a few
-hundred code pages with a skewed popularity, and data accesses that are stack
-accesses (a few hot pages), sequential array scans, and pointer chasing over
-a large heap, about one data access per three fetches, 30% of them writes.
-Rates are per CPU second.  Prints figures only; nothing here asserts about time.
+Usage: python bench/bench_trace.py [--lines N] [--dir DIR]
+Makes the trace in DIR (default: a temporary directory; never in git): `sort -n` of N (default 14,000)
+shuffled numbers under `valgrind --tool=lackey --trace-mem=yes`, about 62 million page accesses and 890 MB
+of text (docs/traces.md).  Then, each in its own process, timed by wall clock and CPU with its peak RSS:
+cachegrind on the same `sort` run (I1 16 entries fully associative, D1 32 entries 4 ways, 4096-byte lines:
+the default TLBs, in LRU) and `mmu trace --quiet --json` on the trace for each policy.  Ratios are
+cachegrind time / mmu time, both including their own input work (cachegrind runs the program, mmu reads
+the trace).  The shipped trace (1 M accesses) gives the peak RSS of a short trace for comparison.
+Prints figures only; nothing here asserts about time.
 """
 
 from __future__ import annotations
 
-import gzip
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
-from benchlib import synthetic_args, timed
-
-from model.config import MMUConfig
-from replay.lackey import SHIPPED_TRACE, Trace, parse_lackey
-from replay.synthetic import synthetic_trace
-from replay.trace_replay import fold_mask, replay
+from replay.lackey import SHIPPED_TRACE
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_TRACE = SHIPPED_TRACE
+
+MMU = [sys.executable, "-m", "cli.main", "trace"]
+POLICIES = ("lru", "plru", "fifo", "random")
+
+
+def measure(argv: list[str], **kw) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS in MB of one process."""
+    start = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
+
 
 def main() -> None:
-    args = synthetic_args(__doc__.splitlines()[0])
-    cfg = MMUConfig()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=14_000)
+    ap.add_argument("--dir", type=Path)
+    args = ap.parse_args()
+    for tool in ("valgrind", "sort"):
+        if not shutil.which(tool):
+            raise SystemExit(f"needs {tool} (Debian: apt-get install valgrind coreutils)")
+    work = args.dir or Path(tempfile.mkdtemp(prefix="bench_trace-"))
+    work.mkdir(parents=True, exist_ok=True)
+    numbers = work / "numbers.txt"
+    values = list(range(1, args.lines + 1))
+    random.Random(1).shuffle(values)
+    numbers.write_text("".join(f"{v}\n" for v in values))
+    program = ["sort", "-n", str(numbers), "-o", "/dev/null"]
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+    trace = work / "sort.lackey"
+    wall, _, _ = measure(["valgrind", "--tool=lackey", "--trace-mem=yes", f"--log-file={trace}", *program], env=env)
+    print(f"trace      : {' '.join(program)} under lackey in {wall:.1f} s: {trace.stat().st_size / 1e6:,.0f} MB")
 
-    (trace,), took = timed(lambda: (synthetic_trace(args.accesses, args.seed),))
-    print(f"synthetic trace      : {len(trace):,} accesses, generated in {took.cpu:.2f} s")
-    (keep,), took = timed(lambda: (fold_mask(trace.vaddr, trace.access, cfg.itlb.sets, cfg.dtlb.sets),))
-    print(f"folding (numpy)      : {took.cpu:.2f} s, {int(keep.sum()):,} accesses left ({100 * keep.mean():.1f}%)")
-    (r,), took = timed(lambda: (replay(trace, cfg),))
-    print(f"replay, folded       : {took.rate(len(trace))} accesses/s ({took}; mapping {r.pages:,} pages, "
-          f"folding and the model; default config)")
-    print(f"  result             : {r.to_json()}")
+    cg = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null",
+          "--I1=65536,16,4096", "--D1=131072,4,4096", "--LL=67108864,16,4096", *program]
+    cg_wall, cg_cpu, cg_rss = measure(cg, env=env)
+    print(f"cachegrind : {cg_wall:.2f} s wall, {cg_cpu:.2f} s CPU, peak RSS {cg_rss} MB")
 
-    part = Trace.from_arrays(trace.vaddr[:300_000], trace.access[:300_000])
-    _, took = timed(lambda: replay(part, cfg, fold=False))
-    print(f"replay, not folded   : {took.rate(len(part))} accesses/s ({took}; first {len(part):,} accesses)")
-
-    text = gzip.decompress(REAL_TRACE.read_bytes())
-    lines = text.count(b"\n")
-    took = min((timed(lambda: parse_lackey(text))[1] for _ in range(3)), key=lambda t: t.cpu)
-    print(f"parse real trace     : {took.rate(lines)} lines/s ({took}; {REAL_TRACE.name}, {lines:,} lines, "
-          f"{len(text) / 1e6:.1f} MB)")
-    big = text * 10
-    _, took = timed(lambda: parse_lackey(big))
-    print(f"parse 10 copies      : {took.rate(10 * lines)} lines/s ({took}; {10 * lines:,} lines, "
-          f"{len(big) / 1e6:.0f} MB in memory)")
+    _, _, small_rss = measure(MMU + [str(SHIPPED_TRACE), "--quiet", "--json"], cwd=ROOT)
+    accesses = None
+    for policy in POLICIES:
+        argv = MMU + [str(trace), "--quiet", "--json", "--policy", policy]
+        wall, cpu, rss = measure(argv, cwd=ROOT)
+        if accesses is None:
+            out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+            accesses = json.loads(out)["accesses"]
+        print(f"mmu {policy:<6} : {wall:.2f} s wall, {cpu:.2f} s CPU: {accesses / cpu / 1e6:.1f} M accesses per CPU s; "
+              f"cachegrind / mmu: {cg_wall / wall:.2f} (wall), {cg_cpu / cpu:.2f} (CPU); peak RSS {rss} MB")
+    print(f"peak RSS on the shipped 1 M-access trace: {small_rss} MB; on the {accesses / 1e6:.0f} M-access one: "
+          "above (bounded by pages touched, not by length)")
+    if args.dir is None:
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":

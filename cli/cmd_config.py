@@ -36,8 +36,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dram-latency", type=int, metavar="CYCLES")
 
 
-def base_config(args: argparse.Namespace) -> MMUConfig:
-    """The configuration ``--preset`` or ``--config`` names, else the defaults."""
+def base_config(args: argparse.Namespace, *, model_only: bool = False) -> MMUConfig:
+    """The configuration ``--preset`` or ``--config`` names, else the defaults; ``model_only``: for the
+    reference model alone, so without the limits of hardware (``TLBConfig.model_only``)."""
     name = getattr(args, "preset", None)
     if name is not None and getattr(args, "config", None):
         raise UserError(f"--preset {name} and --config {args.config}: give one base configuration, not both")
@@ -54,11 +55,11 @@ def base_config(args: argparse.Namespace) -> MMUConfig:
             raise UserError(f"--config {path}: not JSON (line {e.lineno}: {e.msg})") from None
         if not isinstance(base, dict):
             raise UserError(f"--config {path}: must hold one JSON object")
-    return MMUConfig.from_dict(base)
+    return MMUConfig.from_dict(base, model_only=model_only)
 
 
-def config_from_args(args: argparse.Namespace) -> MMUConfig:
-    cfg = base_config(args)
+def config_from_args(args: argparse.Namespace, *, model_only: bool = False) -> MMUConfig:
+    cfg = base_config(args, model_only=model_only)
     tlbs = {}
     for tlb in ("itlb", "dtlb"):
         t: TLBConfig = getattr(cfg, tlb)
@@ -69,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> MMUConfig:
             v = getattr(args, f"{tlb}_{f}", None)
             if v is not None:
                 fields[f] = v
-        tlbs[tlb] = TLBConfig(**fields)
+        tlbs[tlb] = TLBConfig(**fields, model_only=model_only)
     changes = dict(tlbs)
     if args.pwc_entries is not None:
         changes["pwc_entries"] = args.pwc_entries

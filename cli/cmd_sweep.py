@@ -2,7 +2,7 @@
 
 Prints one row per configuration (ITLB and DTLB hit rates, walks, DRAM reads per
 walk, cycles per translation) and writes the plots.  How the figures are made
-(stack distances for fully associative LRU, the folded replay otherwise) and the
+(the compiled replay for every row, stack distances for the LRU curve) and the
 timing model are in ``replay/sweep.py``.
 """
 
@@ -67,10 +67,11 @@ def register(sub) -> None:
         description="Replay a valgrind lackey trace through every combination of DTLB entries, ways and "
                     "policy and page-walk-cache size; print the ITLB and DTLB hit rates, DRAM reads per walk "
                     "and cycles per translation, and write plots. The ITLB stays at the base configuration. "
-                    "Fully associative LRU comes from LRU stack distances (every size in one pass); the rest "
-                    "from the exact folded replay of `mmu trace`. Cycles: a hit costs 1; a miss a fixed "
-                    "overhead + (L + 1) x DRAM reads + A/D writes, with L the fixed DRAM latency (the Amaranth "
-                    "MMU's timing, docs/hardware.md; the table's header prints the formula).")
+                    "Every row is the exact compiled replay of `mmu trace` (any geometry; LRU beyond 16 ways "
+                    "is marked as an ideal); the fully associative LRU curve comes from LRU stack distances "
+                    "(every size in one pass). Cycles: a hit costs 1; a miss a fixed overhead + (L + 1) x DRAM "
+                    "reads + A/D writes, with L the fixed DRAM latency (the Amaranth MMU's timing, "
+                    "docs/hardware.md; the table's header prints the formula).")
     p.add_argument("file", metavar="TRACE", help="lackey trace file (.gz is read transparently)")
     p.add_argument("--entries", default="8,16,32,64,128", metavar="LIST",
                    help="DTLB entries, powers of two (default: %(default)s)")

@@ -3,10 +3,12 @@ or with ``--hw`` through the Verilog MMU on Icarus.
 
 Prints how many TLB misses, page walks and DRAM reads the trace costs with the
 configured TLBs and page-walk cache; ``--json`` prints one JSON object for scripts.
-``--limit N`` takes the first N page accesses.  The address space and the folding
-of repeat hits are described in ``replay/trace_replay.py`` and docs/traces.md; the
-hardware run (every access sent, pipelined, the scoreboard on, ``cycles``
-measured) in ``sim/trace_cosim.py``.
+``--limit N`` takes the first N page accesses.  The model path streams the file
+through the compiled replay (``replay/compiled_mmu.py``: the reference MMU's
+behaviour step for step, any TLB geometry, memory bounded by the pages touched);
+the address space is described in ``replay/trace_replay.py`` and docs/traces.md.
+The hardware run (every access sent, pipelined, the scoreboard on, ``cycles``
+measured, the hardware's limits on the geometry) is in ``sim/trace_cosim.py``.
 """
 
 from __future__ import annotations
@@ -48,44 +50,54 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "-"
 
 
-def _describe(trace, total: int, pages: int) -> str:
-    if len(trace) < total:
-        return f"{trace.name}: first {len(trace)} of {total} page accesses ({trace.records} records in all), {pages} pages"
-    return f"{trace.name}: {trace.records} records, {len(trace)} page accesses, {pages} pages"
+def _describe(name: str, records: int, accesses: int, total: int, pages: int) -> str:
+    if accesses < total:
+        return f"{name}: first {accesses} of {total} page accesses ({records} records in all), {pages} pages"
+    return f"{name}: {records} records, {accesses} page accesses, {pages} pages"
 
 
 def run(args: argparse.Namespace) -> int:
-    from replay.lackey import read_lackey  # numpy; cocotb only with --hw
-    from replay.trace_replay import replay
+    from replay.compiled_mmu import (  # numba and numpy; cocotb only with --hw
+        DIRTY_REWALKS,
+        DTLB_LOOKUPS,
+        DTLB_RECORD_MISSES,
+        ITLB_LOOKUPS,
+        ITLB_RECORD_MISSES,
+        replay_file,
+    )
+    from replay.lackey import read_lackey
     from sim.trace_cosim import trace_prefix
 
-    cfg = config_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit}: must be a positive number of page accesses")
     if args.seed is not None and not args.hw:
         raise UserError("--seed: only with --hw (the reference replay has no randomness)")
-    whole = read_lackey(args.file)
-    trace = trace_prefix(whole, args.limit)
-    if args.hw:
-        return run_hw(args, cfg, trace, len(whole))
-    r = replay(trace, cfg, progress=not args.quiet)
+    if args.hw:  # the hardware's limits apply: the configuration must be buildable
+        cfg = config_from_args(args)
+        whole = read_lackey(args.file)
+        return run_hw(args, cfg, trace_prefix(whole, args.limit), whole)
+    cfg = config_from_args(args, model_only=True)
+    done = replay_file(args.file, cfg, limit=args.limit, progress=not args.quiet)
+    m = done.mmu
+    r = m.result()
     if args.json:
         print(json.dumps(r.to_json()))
         return 0
-    fetches = int((trace.access == Access.FETCH).sum())
-    data = len(trace) - fetches
+    fetches, data = m.count(ITLB_LOOKUPS), m.count(DTLB_LOOKUPS)
     c = r.counters
     rows = [
-        ("trace", _describe(trace, len(whole), r.pages)),
+        ("trace", _describe(args.file, done.records, r.accesses, done.accesses, r.pages)),
         ("ITLB", f"{cfg.itlb.entries} entries, {cfg.itlb.ways} ways, {cfg.itlb.policy.value}: "
                  f"{r.itlb_misses} misses ({_pct(r.itlb_misses, fetches)} of {fetches} fetches)"),
         ("DTLB", f"{cfg.dtlb.entries} entries, {cfg.dtlb.ways} ways, {cfg.dtlb.policy.value}: "
-                 f"{r.dtlb_misses} misses ({_pct(r.dtlb_misses, data)} of {data} reads and writes)"),
+                 f"{r.dtlb_misses} misses ({_pct(r.dtlb_misses, data)} of {data} reads and writes), "
+                 f"{m.count(DIRTY_REWALKS)} of them D-bit re-walks"),
         ("walks", f"{r.walks} ({c['pwc_hits']} started below PML4 from the {cfg.pwc_entries}-entry page-walk cache)"),
         ("DRAM", f"{r.dram_reads} reads, {c['mem_writes']} writes (A/D updates)"),
         ("faults", str(r.faults)),
         ("cycles", "not simulated (reference model only)" if r.cycles is None else str(r.cycles)),
-        ("replayed", f"{r.replayed} accesses reached the model, {len(trace) - r.replayed} folded as repeat hits"),
+        ("records", f"{m.count(ITLB_RECORD_MISSES)} instruction and {m.count(DTLB_RECORD_MISSES)} data records "
+                    "missed (a cache of 4096-byte lines counts these: cachegrind's I1 and D1 misses)"),
     ]
     for name, text in rows:
         print(f"{name:<9} {text}")
@@ -104,7 +116,7 @@ def _seed(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {text!r}: must be an integer (decimal or 0x...)") from None
 
 
-def run_hw(args: argparse.Namespace, cfg, trace, total: int) -> int:
+def run_hw(args: argparse.Namespace, cfg, trace, whole) -> int:
     from sim import runner as R
     from sim.trace_cosim import HW_KEYS, RESULTS_DIR, run_on_hardware
 
@@ -118,7 +130,7 @@ def run_hw(args: argparse.Namespace, cfg, trace, total: int) -> int:
     replay_cmd = " ".join(shlex.quote(a) for a in argv + ["--seed", str(seed)])
     print(f"seed {seed}: {len(trace)} page accesses through the Verilog MMU on Icarus (replay: {replay_cmd})",
           file=sys.stderr, flush=True)
-    out = run_on_hardware(args.file, args.limit, cfg, seed, replay_cmd)
+    out = run_on_hardware(args.file, args.limit, cfg, seed, replay_cmd, progress=None if args.quiet else len(trace))
     if not out.passed:
         print(f"mmu trace --hw: FAILED\n{out.message}\n  simulator log: {out.log}", file=sys.stderr)
         return 1
@@ -132,7 +144,7 @@ def run_hw(args: argparse.Namespace, cfg, trace, total: int) -> int:
     writes = len(trace) - fetches - reads
     n = max(1, res["accesses"])
     rows = [
-        ("trace", _describe(trace, total, t["pages"])),
+        ("trace", _describe(args.file, whole.records, len(trace), len(whole), t["pages"])),
         ("hardware", f"Verilog MMU on Icarus ({R.build_name(cfg)}), seed {seed}: {res['accesses']} responses "
                      f"checked against the reference MMU, zero mismatches"),
         ("ITLB", f"{cfg.itlb.entries} entries, {cfg.itlb.ways} ways, {cfg.itlb.policy.value}: "

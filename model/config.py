@@ -53,13 +53,18 @@ class TLBConfig:
     """One TLB: a main array for 4 KiB pages plus a small fully associative
     array for 2 MiB and 1 GiB pages (see docs/reference.md, "TLB organisation").
 
-    ``ways == entries`` makes the main array fully associative.
+    ``ways == entries`` makes the main array fully associative.  ``model_only`` lifts the limits that exist
+    only because the TLB is built in hardware (LRU's way count): the reference model and the trace replay
+    simulate any power-of-two geometry.  It is not part of the configuration's value (equality, JSON): a
+    model-only TLB that the hardware could not build is refused wherever hardware is made from it
+    (:meth:`check_buildable`).
     """
 
     entries: int = 32
     ways: int = 4
     policy: Policy = Policy.PLRU
     superpage_entries: int = 4
+    model_only: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", Policy.parse(str(getattr(self.policy, "value", self.policy))))
@@ -69,9 +74,15 @@ class TLBConfig:
             raise ConfigError(f"ways={self.ways}: must be a power of two no larger than entries={self.entries}")
         if not _is_pow2(self.superpage_entries):
             raise ConfigError(f"superpage_entries={self.superpage_entries}: must be a power of two >= 1")
+        if not self.model_only:
+            self.check_buildable()
+
+    def check_buildable(self) -> None:
+        """Refuse what the hardware cannot build (a ConfigError naming the field and the rule)."""
         for name, ways in (("ways", self.ways), ("superpage_entries", self.superpage_entries)):
             if self.policy is Policy.LRU and ways > MAX_LRU_WAYS:
-                raise ConfigError(f"{name}={ways} with policy lru: LRU is for at most {MAX_LRU_WAYS} ways; use plru")
+                raise ConfigError(f"{name}={ways} with policy lru: LRU is for at most {MAX_LRU_WAYS} ways in "
+                                  "hardware; use plru (the reference model and `mmu trace` take any)")
 
     @property
     def sets(self) -> int:
@@ -150,18 +161,25 @@ class MMUConfig:
     def replace(self, **changes) -> "MMUConfig":
         return dataclasses.replace(self, **changes)
 
+    def check_buildable(self) -> None:
+        """Refuse a model-only configuration that the hardware cannot build (``TLBConfig.check_buildable``)."""
+        self.itlb.check_buildable()
+        self.dtlb.check_buildable()
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         for t in ("itlb", "dtlb"):
             d[t]["policy"] = d[t]["policy"].value
+            del d[t]["model_only"]
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MMUConfig":
+    def from_dict(cls, d: dict, *, model_only: bool = False) -> "MMUConfig":
+        """The configuration of a ``to_dict`` object; ``model_only``: its TLBs are for the model only."""
         d = dict(d)
         for t in ("itlb", "dtlb"):
             if t in d:
-                d[t] = TLBConfig(**d[t])
+                d[t] = TLBConfig(**{**d[t], "model_only": model_only})
         if "dram" in d:
             d["dram"] = DRAMTiming(**d["dram"])
         try:

@@ -8,27 +8,25 @@ mix two effects in one curve.  Its hit rate is reported in every row anyway,
 since its walks share the page-walk cache and count in the cycles.
 
 Every figure is exact for the replay's address space (``replay/trace_replay.py``:
-every page mapped as a 4 KiB page with full rights, no flushes); two ways to
-get it:
+every page mapped as a 4 KiB page with full rights, no flushes): each row is the
+compiled replay (``replay/compiled_mmu.py``, the reference MMU step for step, any
+geometry), tens of millions of accesses a second.  Rows beyond what the hardware
+builds (LRU of more than ``MAX_LRU_WAYS`` ways) are marked: the ideal that PLRU
+approximates.
 
-- **Fully associative true LRU: stack distances.**  ``replay/stack_distance.py``
-  gives, in one pass over the DTLB stream (canonical reads and writes), every
-  access's LRU stack distance over pages.  The DTLB then holds exactly the S
-  most recently used pages, and a data access misses it (counted as
-  ``dtlb_misses`` of ``mmu trace``: a lookup that does not complete) exactly
-  when its distance is >= S *or it is the first write to its page*.  The
-  second clause is the D-bit rule: an entry is dirty only if a write to its
-  page came at or before its fill, so a write to a resident page finds a clean
-  entry exactly when no earlier write to that page exists; it walks again,
-  and the re-fill makes the page most recently used, which is where the hit
-  would have put it, so the LRU order (the distances) is unchanged.  Knowing
-  which accesses miss, the walks are replayed alone, in order, through a fresh
-  page-walk cache and the reference walker (:func:`replay_walks`), which gives
-  DRAM reads and writes without modelling the TLB at all.  This is also how
-  the sweep covers fully associative LRU beyond 16 ways, which the hardware
-  does not offer (``model/config.py``: MAX_LRU_WAYS): those rows are the ideal
-  that PLRU approximates.
-- **Everything else: the folded replay** (``replay/trace_replay.py:replay``).
+The hit-rate curve of fully associative true LRU comes from stack distances
+(:class:`LRUStack`; per set, so any set count): ``replay/stack_distance.py``
+gives, in one pass over the DTLB stream (canonical reads and writes), every
+access's LRU stack distance over the pages of its set.  A set of W ways then holds
+exactly its W most recently used pages, and a data access misses (counted as
+``dtlb_misses`` of ``mmu trace``: a lookup that does not complete) exactly when
+its distance is >= W *or it is the first write to its page*.  The second clause
+is the D-bit rule: an entry is dirty only if a write to its page came at or
+before its fill, so a write to a resident page finds a clean entry exactly when
+no earlier write to that page exists; it walks again, and the re-fill makes the
+page most recently used, which is where the hit would have put it, so the LRU
+order (the distances) is unchanged.  ``tests/test_sweep.py`` checks the
+distances against the replay for every size and associativity.
 
 The timing model (:class:`CycleModel`) turns DRAM reads and writes into the
 cycles the Amaranth MMU takes, with a fixed DRAM latency.
@@ -44,16 +42,13 @@ import numpy as np
 
 from model.config import MAX_LRU_WAYS, MMUConfig, Policy, TLBConfig
 from model.errors import UserError
-from model.reference.ref_mmu import RefMMU
-from model.reference.ref_pwc import PageWalkCache
-from model.reference.ref_walker import walk
-from model.x86.pte import PAGE_SHIFT, Access, FaultKind
+from model.x86.pte import PAGE_SHIFT, Access
+from replay.compiled_mmu import replay_compiled
 from replay.lackey import Trace
 from replay.stack_distance import lru_hits, stack_distances
-from replay.trace_replay import AddressSpace, canonical_mask, fold_mask, progress_bar, replay
+from replay.trace_replay import canonical_mask, progress_bar
 
 _VPN_MASK = np.uint64((1 << 36) - 1)  # vaddr[47:12], the TLB tag of a 4 KiB page
-_ACCESS = tuple(Access)  # by port encoding
 
 
 @dataclass(frozen=True)
@@ -111,12 +106,8 @@ class Point:
     pwc: int
 
     @property
-    def by_stack_distance(self) -> bool:
-        return self.policy is Policy.LRU and self.ways == self.entries
-
-    @property
     def buildable(self) -> bool:
-        """False for fully associative LRU beyond the hardware's LRU limit (an ideal, model only)."""
+        """False for LRU beyond the hardware's LRU way limit (an ideal, model only)."""
         return not (self.policy is Policy.LRU and self.ways > MAX_LRU_WAYS)
 
     @property
@@ -126,22 +117,18 @@ class Point:
 
 def make_points(entries: list[int], ways: list[int | None], policies: list[Policy], pwcs: list[int],
                 base: MMUConfig) -> list[Point]:
-    """Every combination, each once (``None`` ways: fully associative); each must be a valid DTLB.
-
-    Fully associative LRU is exempt from the hardware's LRU way limit: the stack distances give it exactly.
-    """
+    """Every combination, each once (``None`` ways: fully associative); each must be a valid DTLB for the
+    model (the hardware's LRU way limit does not apply: the replay simulates any geometry)."""
     points = {}
     for pwc in pwcs:
         for w in ways:
             for policy in policies:
                 for n in entries:
                     p = Point(n, n if w is None else w, policy, pwc)
-                    if not p.by_stack_distance:
-                        try:
-                            TLBConfig(p.entries, p.ways, p.policy, base.dtlb.superpage_entries)
-                        except UserError as e:
-                            raise UserError(f"--entries {n} --ways {p.ways_label} --policy {policy.value}: {e}") \
-                                from None
+                    try:
+                        TLBConfig(p.entries, p.ways, p.policy, base.dtlb.superpage_entries, model_only=True)
+                    except UserError as e:
+                        raise UserError(f"--entries {n} --ways {p.ways_label} --policy {policy.value}: {e}") from None
                     points.setdefault(p, None)
     return list(points)
 
@@ -151,7 +138,7 @@ class Row:
     """The figures of one :class:`Point`."""
 
     point: Point
-    method: str  # "stack distance" or "replay"
+    method: str  # how the row was made: "compiled replay"
     fetches: int  # ITLB lookups
     data: int  # DTLB lookups
     translations: int  # every access, non-canonical ones included
@@ -195,65 +182,39 @@ class Row:
 
 
 class LRUStack:
-    """Which data accesses miss a fully associative LRU DTLB, for every size (module docstring).
+    """Which data accesses miss an LRU DTLB of ``sets`` sets, for every number of ways (module docstring).
 
-    ``index``: positions in the trace of the DTLB's lookups (canonical reads and writes), in order;
-    ``distance``: their LRU stack distances over pages; ``first_write``: the first write to each page.
+    Per-set stack distances: the DTLB stream stably sorted by set puts each set's accesses together in
+    their order, and a page belongs to one set only, so the distance computed over the sorted stream is
+    the distance within the page's set.  An LRU set of W ways holds its W most recently used pages, so
+    one pass gives every associativity of this set count (``sets * W`` entries).
+
+    ``index``: positions in the trace of the DTLB's lookups (canonical reads and writes), in trace order;
+    ``distance``: their LRU stack distances over the pages of their set; ``first_write``: the first write
+    to each page.
     """
 
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, sets: int = 1) -> None:
         canonical = canonical_mask(trace.vaddr)
         self.index = np.flatnonzero(canonical & (trace.access != Access.FETCH))
+        self.sets = sets
         pages = (trace.vaddr[self.index] >> np.uint64(PAGE_SHIFT)) & _VPN_MASK
-        self.distance = stack_distances(pages)
+        order = np.argsort(pages & np.uint64(sets - 1), kind="stable")
+        self.distance = np.empty(len(pages), np.int64)
+        self.distance[order] = stack_distances(pages[order])
         writes = np.flatnonzero(trace.access[self.index] == Access.WRITE)
         _, first = np.unique(pages[writes], return_index=True)
         self.first_write = np.zeros(len(self.index), bool)
         self.first_write[writes[first]] = True
-        self._warm = self.distance[~self.first_write]  # hits at the sizes their distance is below
+        self._warm = self.distance[~self.first_write]  # hits at the ways their distance is below
 
-    def misses(self, sizes) -> np.ndarray:
-        """DTLB misses at each of ``sizes`` entries."""
-        return len(self.index) - lru_hits(self._warm, sizes)
+    def misses(self, ways) -> np.ndarray:
+        """DTLB misses at each of ``ways`` ways per set (fully associative: ways = entries)."""
+        return len(self.index) - lru_hits(self._warm, ways)
 
-    def miss_mask(self, size: int) -> np.ndarray:
-        """Which of the DTLB's lookups (``index``) miss at ``size`` entries."""
-        return (self.distance >= size) | self.first_write
-
-
-def itlb_miss_positions(trace: Trace, cfg: MMUConfig) -> np.ndarray:
-    """Positions in the trace of the fetches that miss the ITLB of ``cfg``.
-
-    They depend on the fetch stream alone: the ITLB is filled only by its own misses, every walk
-    succeeds, and a fetch needs no D bit; so the fetches are replayed on their own (folded).
-    """
-    fetch = np.flatnonzero(canonical_mask(trace.vaddr) & (trace.access == Access.FETCH))
-    fetches = Trace.from_arrays(trace.vaddr[fetch], trace.access[fetch], trace.name)
-    space = AddressSpace.for_trace(fetches, cfg)
-    mmu = RefMMU(cfg, space.mem, space.ctrl)
-    kept = fetch[fold_mask(fetches.vaddr, fetches.access, cfg.itlb.sets)]
-    hit = [mmu.translate(v, Access.FETCH, True).tlb_hit for v in trace.vaddr[kept].tolist()]
-    return kept[~np.array(hit, bool)]
-
-
-def replay_walks(trace: Trace, cfg: MMUConfig, misses: np.ndarray) -> Counter:
-    """Walk the accesses at positions ``misses`` (sorted), in order, through a fresh page-walk cache over a
-    fresh address space; returns the walks by (DRAM reads, DRAM writes).
-
-    This is ``RefMMU``'s miss path without the TLB lookup: PWC lookup, walk (A/D writes applied), PWC fill
-    after a successful walk.  ``tests/test_sweep.py`` checks it against the full replay.
-    """
-    space = AddressSpace.for_trace(trace, cfg)
-    mem, ctrl, maxphyaddr = space.mem, space.ctrl, cfg.maxphyaddr
-    pwc = PageWalkCache(cfg.pwc_entries)
-    pcid = ctrl.pcid
-    shapes = Counter()
-    for vaddr, access in zip(trace.vaddr[misses].tolist(), trace.access[misses].tolist()):
-        r = walk(mem, ctrl, vaddr, _ACCESS[access], True, maxphyaddr=maxphyaddr, start=pwc.lookup(vaddr, pcid))
-        shapes[len(r.reads), len(r.writes)] += 1
-        if r.fault is FaultKind.NONE:
-            pwc.fill(vaddr, pcid, r.nonleaf)
-    return shapes
+    def miss_mask(self, ways: int) -> np.ndarray:
+        """Which of the DTLB's lookups (``index``) miss at ``ways`` ways per set."""
+        return (self.distance >= ways) | self.first_write
 
 
 @dataclass
@@ -277,22 +238,14 @@ def sweep(trace: Trace, base: MMUConfig, points: list[Point], *, progress: bool 
     with progress_bar(len(points), f"sweep {Path(trace.name).name}", "config", show=progress) as bar:
         bar.set_postfix_str("stack distances")
         lru = LRUStack(trace)
-        itlb = itlb_miss_positions(trace, base) if any(p.by_stack_distance for p in points) else None
         for p in points:
             bar.set_postfix_str(f"{p.entries} entries, {p.ways_label} ways, {p.policy.value}, PWC {p.pwc}")
-            cfg = base.replace(pwc_entries=p.pwc)
-            if p.by_stack_distance:
-                dtlb = lru.index[lru.miss_mask(p.entries)]
-                shapes = replay_walks(trace, cfg, np.sort(np.concatenate([itlb, dtlb])))
-                rows.append(Row(p, "stack distance", fetches, data, len(trace), len(itlb), len(dtlb),
-                                len(itlb) + len(dtlb), sum(r * n for (r, _), n in shapes.items()),
-                                sum(w * n for (_, w), n in shapes.items()), model.total(len(trace), shapes), shapes))
-            else:
-                cfg = cfg.replace(dtlb=TLBConfig(p.entries, p.ways, p.policy, base.dtlb.superpage_entries))
-                r = replay(trace, cfg)
-                rows.append(Row(p, "replay", fetches, data, len(trace), r.itlb_misses, r.dtlb_misses, r.walks,
-                                r.dram_reads, r.counters["mem_writes"], model.total(len(trace), r.walk_shapes),
-                                r.walk_shapes))
+            cfg = base.replace(pwc_entries=p.pwc, dtlb=TLBConfig(p.entries, p.ways, p.policy,
+                                                                base.dtlb.superpage_entries, model_only=True))
+            r = replay_compiled(trace, cfg).result()
+            rows.append(Row(p, "compiled replay", fetches, data, len(trace), r.itlb_misses, r.dtlb_misses, r.walks,
+                            r.dram_reads, r.counters["mem_writes"], model.total(len(trace), r.walk_shapes),
+                            r.walk_shapes))
             bar.update()
     return SweepResult(trace, base, model, fetches, data, rows, lru)
 

@@ -14,12 +14,13 @@ with the reference replay (folded) of the same accesses.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from model.config import MMUConfig
 from model.x86.pte import Access
 from replay.lackey import Trace, read_lackey
-from replay.trace_replay import AddressSpace, replay
+from replay.trace_replay import AddressSpace, progress_bar, replay
 from sim import runner as R
 from sim.cosim import CosimEnv
 
@@ -31,6 +32,7 @@ HW_KEYS = ("accesses", "itlb_misses", "dtlb_misses", "dtlb_read_misses", "dtlb_w
 # The counters that must equal the reference replay's.
 COMPARED = ("accesses", "itlb_misses", "dtlb_misses", "walks", "dram_reads", "faults")
 QUEUE_DEPTH = 4  # requests queued ahead of the one being presented
+PROGRESS_EVERY = 500  # accesses between writes of the progress file (the simulator checks a few thousand a second)
 _ACCESS = (Access.READ, Access.WRITE, Access.FETCH)  # by port encoding
 
 
@@ -61,12 +63,15 @@ async def replay_on_hardware(env: TraceEnv) -> None:
     await env.write_cr3(env.space.tables.pml4)
     await tb.wait_idle()
     first = last = None
-    for vaddr, access in zip(trace.vaddr.tolist(), trace.access.tolist()):
+    progress = Path(env.params["progress"]) if env.params.get("progress") else None
+    for k, (vaddr, access) in enumerate(zip(trace.vaddr.tolist(), trace.access.tolist())):
         last = tb.submit(vaddr, _ACCESS[access], True)
         if first is None:
             first = last
         while len(tb.req.queue) > QUEUE_DEPTH:
             await tb.wait_accepted(tb.req.queue[0])
+        if progress is not None and k % PROGRESS_EVERY == 0:
+            progress.write_text(str(k))
     await tb.wait_response(last)
     cycles = last.response.cycle - first.accept_cycle
     await env.finish()  # every response checked; hardware counters equal to the scoreboard's reference
@@ -87,11 +92,29 @@ async def replay_on_hardware(env: TraceEnv) -> None:
                              + "\n  ".join(diffs) + f"\n  seed: {env.seed}\n  replay: {env.replay}")
 
 
-def run_on_hardware(path: str, limit: int | None, cfg: MMUConfig, seed: int, replay_cmd: str) -> R.TestOutcome:
-    """Build the design of ``cfg`` if needed and run the trace (or its first ``limit`` accesses) on Icarus."""
+def run_on_hardware(path: str, limit: int | None, cfg: MMUConfig, seed: int, replay_cmd: str, *,
+                    progress: int | None = None) -> R.TestOutcome:
+    """Build the design of ``cfg`` if needed and run the trace (or its first ``limit`` accesses) on Icarus.
+
+    ``progress``: the number of accesses sent, to show a bar over them like the model path's
+    (``progress_bar``: only on a terminal).  The simulator runs in a thread of this process and writes how
+    far it got to a file, which is polled.
+    """
     name = R.build_name(cfg)
     R.build(cfg, name, quiet=False)
     test_id = "trace_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).name) + (f"_{limit}" if limit else "")
-    return R.run_test("mmu_fullsys", "trace", cfg, name, seed=seed, test_id=test_id,
-                      params={"trace": str(Path(path).resolve()), "limit": limit}, results_dir=RESULTS_DIR,
-                      replay=replay_cmd)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    sent = RESULTS_DIR / f"{test_id}.progress"
+    sent.unlink(missing_ok=True)
+    params = {"trace": str(Path(path).resolve()), "limit": limit, "progress": str(sent) if progress else None}
+    with ThreadPoolExecutor(1) as pool, progress_bar(progress or 0, f"hw {Path(path).name}", "access",
+                                                     show=bool(progress), unit_scale=True) as bar:
+        run = pool.submit(R.run_test, "mmu_fullsys", "trace", cfg, name, seed=seed, test_id=test_id, params=params,
+                          results_dir=RESULTS_DIR, replay=replay_cmd)
+        while not wait([run], timeout=0.5).done:
+            try:
+                bar.update(int(sent.read_text() or 0) - bar.n)
+            except (OSError, ValueError):  # not written yet, or caught mid-write
+                pass
+        sent.unlink(missing_ok=True)
+        return run.result()

@@ -19,7 +19,8 @@ from model.reference.ref_mmu import RefMMU
 from model.x86.pte import Access
 from replay.lackey import SHIPPED_TRACE, Trace, read_lackey
 from replay.stack_distance import COLD, count_smaller_before, lru_hits, stack_distances
-from replay.sweep import CycleModel, LRUStack, Point, itlb_miss_positions, replay_walks, sweep
+from replay.compiled_mmu import replay_compiled
+from replay.sweep import CycleModel, LRUStack, Point, sweep
 from replay.trace_replay import AddressSpace, replay
 from sim.pysim import time_translations
 
@@ -119,9 +120,8 @@ def test_stack_distance_misses_equal_the_replay_for_every_lru_size(t):
 
 @settings(max_examples=60, deadline=None)
 @given(t=traces(), entries=st.sampled_from(SIZES), pwc=st.sampled_from([0, 2, 8]))
-def test_stack_distance_rows_equal_the_replay(t, entries, pwc):
-    # The whole row: the ITLB's misses replayed alone, the DTLB's from the distances, and the walks of
-    # both replayed without TLBs give exactly what the full replay gives.
+def test_sweep_rows_equal_the_replay(t, entries, pwc):
+    # The whole row, from the compiled replay, is what the reference replay gives.
     cfg = lru_config(entries, pwc)
     (row,) = sweep(t, cfg, [Point(entries, entries, Policy.LRU, pwc)]).rows
     r = replay(t, cfg)
@@ -173,33 +173,32 @@ def test_stack_distances_on_the_real_trace_equal_the_replay_for_every_size():
 
 
 @pytest.mark.parametrize("entries, pwc", [(8, 0), (64, 8)])
-def test_stack_distance_rows_equal_the_replay_on_the_real_trace(entries, pwc):
+def test_sweep_rows_equal_the_replay_on_the_real_trace(entries, pwc):
     t = read_lackey(REAL_TRACE)
     cfg = MMUConfig(dtlb=lru_dtlb(entries), pwc_entries=pwc)
     (row,) = sweep(t, cfg, [Point(entries, entries, Policy.LRU, pwc)]).rows
     r = replay(t, cfg)
     assert (row.itlb_misses, row.dtlb_misses, row.walks, row.dram_reads, row.dram_writes) == \
         (r.itlb_misses, r.dtlb_misses, r.walks, r.dram_reads, r.counters["mem_writes"])
-    assert row.walk_shapes == r.walk_shapes and row.method == "stack distance"
+    assert row.walk_shapes == r.walk_shapes and row.method == "compiled replay"
 
 
 def test_itlb_misses_do_not_depend_on_the_dtlb():
     t = read_lackey(REAL_TRACE)
     cfg = MMUConfig()
-    n = len(itlb_miss_positions(t, cfg))
-    assert n == replay(t, cfg).itlb_misses == replay(t, cfg.replace(dtlb=TLBConfig(8, 1), pwc_entries=0)).itlb_misses
+    assert replay(t, cfg).itlb_misses == replay(t, cfg.replace(dtlb=TLBConfig(8, 1), pwc_entries=0)).itlb_misses
 
 
-def test_walk_replay_of_every_access_is_the_unfolded_replay_with_no_hits():
-    # Walking every lookup is what a TLB that never hits would do.
+@pytest.mark.parametrize("sets", [1, 2, 4, 16])
+def test_per_set_stack_distances_equal_the_replay_for_every_associativity(sets):
+    # One pass per set count gives every number of ways, up to 64-way LRU (model only); checked against
+    # the compiled replay, itself checked against the reference MMU (tests/test_compiled_mmu.py).
     t = read_lackey(REAL_TRACE)
-    part = Trace.from_arrays(t.vaddr[:5_000], t.access[:5_000])
-    shapes = replay_walks(part, MMUConfig(), np.arange(len(part)))
-    assert sum(shapes.values()) == len(part)
-    assert sum(r * n for (r, _), n in shapes.items()) >= len(part)
+    ways = [1, 2, 4, 8, 16, 64]
+    replayed = [replay_compiled(t, MMUConfig(dtlb=TLBConfig(sets * w, w, Policy.LRU, model_only=True))).result()
+                .dtlb_misses for w in ways]
+    assert LRUStack(t, sets).misses(ways).tolist() == replayed
 
-
-# --- the cycle model against the Amaranth design -----------------------------------------------
 
 @pytest.mark.parametrize("latency, pwc", [(3, 8), (7, 0), (0, 8)])
 def test_cycle_model_matches_the_hardware(latency, pwc):
@@ -242,8 +241,8 @@ def test_sweep_writes_valid_pngs_and_json(tmp_path, capsys):
     rows = data["rows"]
     assert len(rows) == 2 * 2 * 2 * 2
     by = {(r["entries"], r["ways"], r["policy"], r["pwc"]): r for r in rows}
-    assert by[32, 32, "lru", 8]["method"] == "stack distance" and not by[32, 32, "lru", 8]["buildable"]
-    assert by[8, 8, "lru", 8]["buildable"] and by[8, 2, "lru", 8]["method"] == "replay"
+    assert by[32, 32, "lru", 8]["method"] == "compiled replay" and not by[32, 32, "lru", 8]["buildable"]
+    assert by[8, 8, "lru", 8]["buildable"] and by[8, 2, "lru", 8]["method"] == "compiled replay"
     # The DTLB's hits do not depend on the page-walk cache; the ITLB's on nothing that varies.
     for (n, w, policy, pwc), r in by.items():
         assert r["dtlb_misses"] == by[n, w, policy, 0]["dtlb_misses"]
@@ -265,7 +264,7 @@ def test_sweep_table_and_default_directory(tmp_path, capsys, monkeypatch):
     lines = out.splitlines()
     assert lines[0].startswith("trace") and "ITLB" in lines[1] and "3 + 5 x DRAM reads" in lines[2]
     lru = next(line for line in lines if line.split()[:3] == ["16", "full", "lru"])
-    assert lru.split()[3] == "8" and lru.endswith("stack distance")
+    assert lru.split()[3] == "8" and lru.endswith("compiled replay")
     assert "96.99%" in lru  # 5,616 misses of 186,748 data lookups (docs/traces.md)
 
 
@@ -276,8 +275,6 @@ def test_sweep_table_and_default_directory(tmp_path, capsys, monkeypatch):
     (["--ways", "3"], "--ways 3: ways are powers of two, or 'full' (fully associative)"),
     (["--ways", "16", "--entries", "8"], "--entries 8 --ways 16 --policy lru: ways=16: must be a power of two "
                                          "no larger than entries=8"),
-    (["--ways", "32", "--entries", "64"], "--entries 64 --ways 32 --policy lru: ways=32 with policy lru: LRU is "
-                                          "for at most 16 ways; use plru"),
     (["--policy", "lru,mru"], "--policy mru: policies are lru, plru, fifo, random"),
     (["--pwc", "0,6"], "--pwc 6: page-walk-cache sizes are 0 (off) or powers of two"),
 ])

@@ -245,3 +245,15 @@ def test_mmu_trace_malformed_line_exits_2_with_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr == f"mmu: error: {path}:3: the address is 1 to 16 hex digits: ' L 10zz,8'\n"
     assert p.stdout == ""
+
+
+def test_mmu_trace_takes_any_lru_geometry_and_hw_refuses_what_hardware_cannot_build(capsys):
+    # 64-way LRU is beyond the hardware (model/config.py MAX_LRU_WAYS) but not beyond the reference model.
+    argv = ["trace", str(REAL_TRACE), "--dtlb-entries", "64", "--dtlb-ways", "64", "--policy", "lru", "--quiet"]
+    assert main(argv + ["--json"]) == 0
+    lru64 = TLBConfig(64, 64, Policy.LRU, model_only=True)
+    expected = replay(read_lackey(REAL_TRACE), MMUConfig(itlb=TLBConfig(16, 16, Policy.LRU), dtlb=lru64)).to_json()
+    assert json.loads(capsys.readouterr().out) == expected
+    assert main(argv + ["--hw"]) == 2
+    assert capsys.readouterr().err == ("mmu: error: ways=64 with policy lru: LRU is for at most 16 ways in hardware; "
+                                       "use plru (the reference model and `mmu trace` take any)\n")
