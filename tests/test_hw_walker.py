@@ -19,7 +19,7 @@ from hw.walker import Walker
 from model.config import MMUConfig
 from model.reference.ref_walker import ControlRegs, WalkStart, walk
 from model.x86.pte import PS, RW, US, XD, A, Access, D, FaultKind, G, Level, P
-from tests.hwsim import DictMem, seeded, simulate
+from tests.hwsim import DictMem, MockDRAM, seeded, simulate
 
 _SHIFT = {4: 39, 3: 30, 2: 21, 1: 12}
 
@@ -78,9 +78,9 @@ class LazyTables(DictMem):
 class Bench:
     """Drives one Walker: start, mock DRAM and mock page-walk cache, commit or release."""
 
-    def __init__(self, cfg, rng, mem, *, p_ready=0.8, max_latency=4):
+    def __init__(self, cfg, rng, mem, *, p_ready=0.8, max_latency=4, latency=None):
         self.cfg, self.rng, self.mem = cfg, rng, mem
-        self.p_ready, self.max_latency = p_ready, max_latency
+        self.p_ready, self.max_latency, self.latency = p_ready, max_latency, latency
         self.dut = Walker(cfg)
 
     async def run_walk(self, ctx, *, vaddr, access, user, ctrl, cached=None, commit=True):
@@ -106,29 +106,16 @@ class Bench:
         await ctx.tick()
         ctx.set(w.start, 0)
         ctx.set(dut.pwc_lookup.hit, 0)
-        reads, writes, queue, cycles = [], [], [], 1
+        dram, cycles = MockDRAM(rng, mem, p_ready=self.p_ready, max_latency=self.max_latency), 1
+        if self.latency is not None:
+            dram.latency = lambda: self.latency
         while not ctx.get(w.done):
-            ready = rng.random() < self.p_ready
-            ctx.set(dut.mem_req.ready, ready)
-            head = queue[0] if queue and queue[0][0] <= cycles else None
-            ctx.set(dut.mem_resp.valid, head is not None)
-            if head is not None:
-                ctx.set(dut.mem_resp.payload.rdata, head[1])
-            if ready and ctx.get(dut.mem_req.valid):
-                addr = ctx.get(dut.mem_req.payload.addr)
-                if ctx.get(dut.mem_req.payload.we):
-                    writes.append((addr, ctx.get(dut.mem_req.payload.wdata)))
-                    mem.write64(addr, writes[-1][1])
-                else:
-                    reads.append(addr)
-                    queue.append((cycles + 1 + rng.randrange(self.max_latency), mem.read64(addr)))
-            if head is not None and ctx.get(dut.mem_resp.ready):
-                queue.pop(0)
+            dram.step(ctx, dut.mem_req, dut.mem_resp, cycles)
             await ctx.tick()
             cycles += 1
             assert cycles < 500, "the walk never finished"
-        ctx.set(dut.mem_req.ready, 0)
-        ctx.set(dut.mem_resp.valid, 0)
+        dram.idle(ctx, dut.mem_req, dut.mem_resp)
+        reads, writes = dram.reads, dram.writes
         result = {k: ctx.get(w.result[k]) for k in ("fault", "paddr", "size", "frame", "rw", "us", "nx", "dirty",
                                                      "global_")}
         result["error_code"] = ctx.get(w.result.error_code.as_value())
@@ -240,14 +227,12 @@ def test_walk_timing_is_n_levels_times_latency_plus_one_plus_writes(latency, lea
     cfg = MMUConfig(pwc_entries=0)
     mem, va = fixed_tables(leaf_level, accessed=accessed)
     ctrl = ControlRegs(cr3=0x1000)
-    bench = Bench(cfg, seeded("timing", 0), mem, p_ready=1.0)
-    bench.max_latency = 1  # randrange(1) = 0: every read answered exactly L cycles later, set below
+    bench = Bench(cfg, seeded("timing", 0), mem, p_ready=1.0, latency=latency)
     ref = walk(DictMem(mem.words), ctrl, va, Access.READ, False, start=None, apply=False)
     n, w = len(ref.reads), len(ref.writes)
     assert n == 5 - leaf_level and w == (0 if accessed else n)
 
     async def testbench(ctx):
-        bench.rng.randrange = lambda k: latency - 1  # the mock adds 1: latency L exactly
         got = await bench.run_walk(ctx, vaddr=va, access=Access.READ, user=False, ctrl=ctrl, commit=False)
         check_walk(got, ref, va, ctrl, cfg, committed=False)
         assert got[0] == n * (latency + 1) + w + 1
