@@ -194,3 +194,23 @@ def test_flush_va_drops_the_covering_giant_page_and_keeps_the_rest():
         assert not await b.lookup(ctx, shared, 2, Access.READ, False)
 
     simulate(b.dut, testbench)
+
+
+def test_a_fill_replaces_the_other_match_in_place():
+    """docs/reference.md, TLB organisation: of duplicate matches the lowest way answers; when it cannot
+    complete it is dropped, and the walk's fill replaces the remaining match in place (here a global entry
+    of the same page), not the lowest invalid way."""
+    b = Bench(TLBConfig(4, 2, Policy.LRU, 1), ControlRegs(pcide=True))
+    va = 0x5000
+
+    async def testbench(ctx):
+        assert not await b.lookup(ctx, va, 1, Access.READ, False)
+        await b.fill(ctx, va, 1, PageSize.SIZE_4K, 0x7000, rw=1, us=0, nx=0, dirty=0, global_=0)  # way 0
+        assert not await b.lookup(ctx, va, 2, Access.READ, False)
+        await b.fill(ctx, va, 2, PageSize.SIZE_4K, 0x8000, rw=1, us=0, nx=0, dirty=1, global_=1)  # way 1
+        assert not await b.lookup(ctx, va, 1, Access.WRITE, False)  # way 0 answers, clean: dropped
+        await b.fill(ctx, va, 1, PageSize.SIZE_4K, 0x9000, rw=1, us=0, nx=0, dirty=1, global_=0)
+        assert await b.lookup(ctx, va, 1, Access.WRITE, False)
+        assert not await b.lookup(ctx, va, 2, Access.READ, False)  # the global entry was the one replaced
+
+    simulate(b.dut, testbench)
