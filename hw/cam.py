@@ -3,7 +3,7 @@
 Every associative structure of the MMU is one :class:`CAM`: each TLB's main
 array (all its sets), each TLB's superpage array and the page-walk cache.  What
 differs between them is only *what* an entry is and *when* it matches, so those
-are parameters (a layout and three predicates); how a way is chosen, touched,
+are parameters (layouts and predicates); how a way is chosen, touched,
 filled and invalidated is written once, here.
 """
 
@@ -26,7 +26,7 @@ class CAM(wiring.Component):
     Predicates (Python functions that build the logic, called once per entry):
 
     - ``match(entry, key, way)``: the entry answers a lookup for ``key`` (a view of
-      the ``key`` layout); the valid bit is ANDed in here.
+      the ``key`` layout); the CAM ANDs in the valid bit.
     - ``doomed(entry, which, set, way)``: a flush selected by ``which`` (a view of
       ``flush_key``) drops the entry.
     - ``same(entry, new)`` (optional): a valid entry already holding what the fill

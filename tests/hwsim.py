@@ -6,8 +6,6 @@ import random
 
 from amaranth.sim import Simulator
 
-from tests.test_hw_mmu import DictMem  # noqa: F401  (the sparse memory the MMU test uses)
-
 
 def simulate(dut, bench) -> None:
     """Run the async testbench ``bench(ctx)`` on ``dut`` with a clock."""

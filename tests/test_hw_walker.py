@@ -19,7 +19,8 @@ from hw.walker import Walker
 from model.config import MMUConfig
 from model.reference.ref_walker import ControlRegs, WalkStart, walk
 from model.x86.pte import PS, RW, US, XD, A, Access, D, FaultKind, G, Level, P
-from tests.hwsim import DictMem, MockDRAM, seeded, simulate
+from tests.hwsim import MockDRAM, seeded, simulate
+from tests.test_hw_mmu import DictMem
 
 _SHIFT = {4: 39, 3: 30, 2: 21, 1: 12}
 
