@@ -108,6 +108,11 @@ def mmu_signature(cfg: MMUConfig) -> wiring.Signature:
     })
 
 
+def cache_signature(lookup: wiring.Signature, fill: wiring.Signature, flush: wiring.Signature) -> wiring.Signature:
+    """The ports of a cache (a TLB, the page-walk cache): it answers a lookup, takes fills and flushes."""
+    return wiring.Signature({"lookup": In(lookup), "fill": In(fill), "flush": In(flush)})
+
+
 # ---- TLB -------------------------------------------------------------------------------------------
 
 def tlb_lookup_signature(cfg: MMUConfig) -> wiring.Signature:

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from amaranth import Cat, Module, Mux
 from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In
 
 from hw.cam import CAM
-from hw.layouts import PCID_BITS, VA_BITS, PWCFlushSignature, pwc_entry_layout, pwc_fill_signature, pwc_lookup_signature
+from hw.layouts import (
+    PCID_BITS,
+    VA_BITS,
+    PWCFlushSignature,
+    cache_signature,
+    pwc_entry_layout,
+    pwc_fill_signature,
+    pwc_lookup_signature,
+)
 from model.config import MMUConfig, Policy
 from model.x86.pte import Level
 
@@ -55,11 +62,7 @@ class PageWalkCache(wiring.Component):
         if cfg.pwc_entries < 1:
             raise ValueError("PageWalkCache: pwc_entries must be at least 1 (0 means no page-walk cache at all)")
         self.cfg = cfg
-        super().__init__({
-            "lookup": In(pwc_lookup_signature(cfg)),
-            "fill": In(pwc_fill_signature(cfg)),
-            "flush": In(PWCFlushSignature),
-        })
+        super().__init__(cache_signature(pwc_lookup_signature(cfg), pwc_fill_signature(cfg), PWCFlushSignature))
 
     def elaborate(self, platform):
         m = Module()

@@ -22,7 +22,6 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In
 
 from hw.cam import CAM
 from hw.layouts import (
@@ -30,6 +29,7 @@ from hw.layouts import (
     VA_BITS,
     TLBFlushLayout,
     TLBFlushSignature,
+    cache_signature,
     fields_eq,
     tlb_fill_signature,
     tlb_lookup_signature,
@@ -113,11 +113,7 @@ class TLB(wiring.Component):
         self.tcfg = tcfg
         self.cfg = cfg
         self.tlb_name = name
-        super().__init__({
-            "lookup": In(tlb_lookup_signature(cfg)),
-            "fill": In(tlb_fill_signature(cfg)),
-            "flush": In(TLBFlushSignature),
-        })
+        super().__init__(cache_signature(tlb_lookup_signature(cfg), tlb_fill_signature(cfg), TLBFlushSignature))
 
     def elaborate(self, platform):
         m = Module()
