@@ -140,6 +140,10 @@ def run_vmstat(args) -> int:
         text = reports.view(k, "vmstat", mode="forks")
     else:
         text = reports.view(k, "vmstat", active=args.active, wide=args.wide, unit=args.unit)
+        seconds = k.cputime.jiffies / 100
+        print(f"si, so, bi, bo, in and cs are per second of the model's CPU clock since boot: one 10 ms tick "
+              f"(USER_HZ 100) per workload operation, {k.cputime.jiffies} ticks = {seconds:g} s in this run; the "
+              f"model has no wall clock", file=sys.stderr)
     return _finish(k, args, text)
 
 

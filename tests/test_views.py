@@ -173,21 +173,36 @@ def test_top_cpu_and_time_come_from_the_model_clock_one_tick_per_operation(tmp_p
 @pytest.mark.skipif(_root_tools("top") is not None, reason=str(_root_tools("top")))
 def test_real_top_prints_the_same_memory_summary_and_mem_percent_rule(tmp_path, machines):
     """Real top over the model's /proc/meminfo: its "MiB Mem"/"MiB Swap" lines are ours byte for byte,
-    and the %MEM it prints for the real processes follows RES * 100 / (the model's) MemTotal."""
-    for k in machines.values():
+    and the %MEM it prints follows RES * 100 / (the model's) MemTotal.  Only a process this test starts is
+    listed (-p), so what else runs on the machine cannot change the table."""
+    sleeper = subprocess.Popen([shutil.which("sleep"), "30"])
+    try:
+        outputs = [(k, run_with_proc(tmp_path, {"meminfo": show_mem.meminfo(k)},
+                                     f"top -b -n 1 -w 200 -p {sleeper.pid}")) for k in machines.values()]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    for k, out in outputs:
         meminfo = show_mem.meminfo(k)
-        out = run_with_proc(tmp_path, {"meminfo": meminfo}, "top -b -n 1 -w 200")
         lines = out.splitlines()
         start = next(i for i, line in enumerate(lines) if line.startswith("MiB Mem"))
         assert "\n".join(lines[start:start + 2]) + "\n" == top_memory_lines(meminfo)
         mem_total = parse_meminfo(meminfo)["MemTotal"]
         table = lines[lines.index(next(x for x in lines if x.lstrip().startswith("PID"))) + 1:]
+        assert [row.split()[0] for row in table if row.strip()] == [str(sleeper.pid)]
         for row in table:
             cells = row.split()
             if not re.fullmatch(r"\d+", cells[5]):
                 continue  # RES scaled to m/g: too coarse to recompute %MEM
             assert cells[9] == procps._scale_pcnt(procps._c_float(procps._c_float(int(cells[5]) * 100) /
                                                                   mem_total), 5)
+
+
+def test_top_mem_percent_that_does_not_fit_its_column_follows_top_c_scale_pcnt():
+    """top.c scale_pcnt(): "%#.1f" if it fits the width, else "%*.0f", else "?" (procps-ng 4.0.2)."""
+    assert procps._scale_pcnt(12.34, 5) == "12.3"
+    assert procps._scale_pcnt(1234.4, 5) == " 1234"  # "1234.4" is 6 wide
+    assert procps._scale_pcnt(123456.0, 5) == "?"
 
 
 @pytest.mark.skipif(_root_tools("top") is not None, reason=str(_root_tools("top")))

@@ -274,9 +274,12 @@ def _scale_num(n: int, width: int) -> str:
 
 
 def _scale_pcnt(pct: float, width: int) -> str:
-    """top's scale_pcnt(): "%#.1f" when it fits, else no decimals."""
+    """top's scale_pcnt(): "%#.1f" when it fits, else no decimals, else "?" (it does not fit at all)."""
     text = f"{pct:#.1f}"
-    return text if len(text) <= width else f"{pct:{width}.0f}"
+    if len(text) <= width:
+        return text
+    text = f"{pct:{width}.0f}"
+    return text if len(text) <= width else "?"
 
 
 def _scale_tics(ticks: int, hz: int = 100) -> str:
