@@ -18,18 +18,20 @@ import pytest
 from hw.walker import Walker
 from model.config import MMUConfig
 from model.reference.ref_walker import ControlRegs, WalkStart, walk
+from model.x86.physmem import PhysMem
 from model.x86.pte import PS, RW, US, XD, A, Access, D, FaultKind, G, Level, P
 from tests.hwsim import MockDRAM, seeded, simulate
-from tests.test_hw_mmu import DictMem
 
 _SHIFT = {4: 39, 3: 30, 2: 21, 1: 12}
 
 
-class LazyTables(DictMem):
-    """Page tables generated as the walks read them: each entry is drawn the first time it is read."""
+class LazyTables(PhysMem):
+    """Page tables in the model's physical memory, generated as the walks read them: each entry is drawn
+    the first time it is read."""
 
     def __init__(self, rng, maxphyaddr):
-        super().__init__()
+        super().__init__(64 << 20)
+        self.drawn = set()
         self.rng, self.M = rng, maxphyaddr
         self.level_of = {}  # table base -> level of its entries
         self.next_table = 0x10_0000
@@ -42,9 +44,10 @@ class LazyTables(DictMem):
         return base
 
     def read64(self, addr):
-        if addr not in self.words:
-            self.words[addr] = self.entry(self.level_of.get(addr & ~0xFFF, 1))
-        return self.words[addr]
+        if addr not in self.drawn:
+            self.drawn.add(addr)
+            self.write64(addr, self.entry(self.level_of.get(addr & ~0xFFF, 1)))
+        return super().read64(addr)
 
     def entry(self, level):
         r = self.rng
@@ -206,7 +209,7 @@ def test_walker_matches_reference_walk(seed, maxphyaddr):
 
 def fixed_tables(leaf_level, *, accessed):
     """One path PML4 -> ... -> leaf at ``leaf_level`` for vaddr 0x4020_1000 (P, RW, US on every level)."""
-    mem = DictMem()
+    mem = PhysMem(1 << 20)
     flags = P | RW | US | (A if accessed else 0)
     table, va = 0x1000, 0x4020_1000
     for level in (4, 3, 2, 1):
@@ -214,7 +217,7 @@ def fixed_tables(leaf_level, *, accessed):
         if level == leaf_level:
             frame = 0x7654_3000 & ~((1 << _SHIFT[level]) - 1)
             mem.write64(addr, flags | frame | (PS if level > 1 else 0))
-            return mem, va
+            return mem, va, addr
         table += 0x1000
         mem.write64(addr, flags | table)
 
@@ -226,10 +229,10 @@ def test_walk_timing_is_n_levels_times_latency_plus_one_plus_writes(latency, lea
     start cycle to ``done`` with ``mem_req.ready`` always high and a DRAM answering L cycles after each
     read's handshake; a read access writes A only where it is clear."""
     cfg = MMUConfig(pwc_entries=0)
-    mem, va = fixed_tables(leaf_level, accessed=accessed)
+    mem, va, _ = fixed_tables(leaf_level, accessed=accessed)
     ctrl = ControlRegs(cr3=0x1000)
     bench = Bench(cfg, seeded("timing", 0), mem, p_ready=1.0, latency=latency)
-    ref = walk(DictMem(mem.words), ctrl, va, Access.READ, False, start=None, apply=False)
+    ref = walk(mem, ctrl, va, Access.READ, False, start=None, apply=False)
     n, w = len(ref.reads), len(ref.writes)
     assert n == 5 - leaf_level and w == (0 if accessed else n)
 
@@ -244,12 +247,11 @@ def test_walk_timing_is_n_levels_times_latency_plus_one_plus_writes(latency, lea
 def test_a_faulting_walk_writes_nothing_and_fills_nothing():
     """docs/reference.md: a walk that ends in a fault makes no A/D write; the PTE here lacks A and U/S."""
     cfg = MMUConfig()
-    mem, va = fixed_tables(1, accessed=False)
-    pte_addr = max(mem.words)
+    mem, va, pte_addr = fixed_tables(1, accessed=False)
     mem.write64(pte_addr, mem.read64(pte_addr) & ~US)  # supervisor page, user access: protection fault
     ctrl = ControlRegs(cr3=0x1000)
     bench = Bench(cfg, seeded("fault", 0), mem)
-    ref = walk(DictMem(mem.words), ctrl, va, Access.WRITE, True, apply=False)
+    ref = walk(mem, ctrl, va, Access.WRITE, True, apply=False)
     assert ref.fault == FaultKind.PAGE and ref.writes == []
 
     async def testbench(ctx):
