@@ -31,6 +31,8 @@ ready rises in the second.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 
@@ -96,7 +98,8 @@ class MMU(wiring.Component):
         ilookup, dlookup = (tlb_lookup_signature(cfg).create(path=(n,)) for n in ("ilookup", "dlookup"))
         ifill, dfill = (tlb_fill_signature(cfg).create(path=(n,)) for n in ("ifill", "dfill"))
         walk = walk_signature(cfg).create(path=("walk",))
-        self._request_pipeline(m, control, ilookup, dlookup, ifill, dfill, walk, counters.events)
+        s1 = self._stage1(m, control, ilookup, dlookup)
+        self._request_fsm(m, control, s1, ifill, dfill, walk, counters.events)
         wiring.connect(m, ilookup, itlb.lookup)
         wiring.connect(m, dlookup, dtlb.lookup)
         wiring.connect(m, ifill, itlb.fill)
@@ -109,9 +112,8 @@ class MMU(wiring.Component):
                      counters.events.pwc_hits.eq(walk.pwc_hit)]
         return m
 
-    def _request_pipeline(self, m, control, ilookup, dlookup, ifill, dfill, walk, events):
-        """Stage 1 and the request state machine (IDLE, WALK, RESP, FILL): drives the lookups, the
-        fills, the walk and the request-side counter events."""
+    def _stage1(self, m, control, ilookup, dlookup) -> SimpleNamespace:
+        """Stage 0 (accept, read the TLB sets) and stage 1 (look up, the answer it gives now)."""
         cfg = self.cfg
 
         # ---- stage 1: the request being looked up (and, after a miss, walked) ---------
@@ -151,7 +153,17 @@ class MMU(wiring.Component):
             s1_resp.paddr.eq(Mux(noncanonical, 0, Mux(s1_fetch, ilookup.paddr, dlookup.paddr))),
             s1_resp.size.eq(Mux(noncanonical, PageSize.SIZE_4K, Mux(s1_fetch, ilookup.size, dlookup.size))),
         ]
-        resp_reg = Signal(response_layout(cfg), name="resp_held")
+        return SimpleNamespace(valid=s1_valid, vaddr=s1_vaddr, access=s1_access, user=s1_user, id=s1_id,
+                               fetch=s1_fetch, noncanonical=noncanonical, hit=hit, answer_now=answer_now,
+                               resp=s1_resp, req_fire=req_fire, ilookup=ilookup, dlookup=dlookup)
+
+    def _request_fsm(self, m, control, s1, ifill, dfill, walk, events):
+        """The request state machine (IDLE, WALK, RESP, FILL): commits the lookups, starts the walk,
+        holds the response, fills the TLB that missed; the request-side counter events."""
+        s1_valid, s1_vaddr, s1_access, s1_user, s1_id = s1.valid, s1.vaddr, s1.access, s1.user, s1.id
+        s1_fetch, noncanonical, hit, answer_now, s1_resp, req_fire = (s1.fetch, s1.noncanonical, s1.hit,
+                                                                      s1.answer_now, s1.resp, s1.req_fire)
+        resp_reg = Signal(response_layout(self.cfg), name="resp_held")
         resp_from_walk = Signal(name="resp_from_walk")
 
         # ---- the walk and the fill it ends with ---------------------------------------------
@@ -182,7 +194,8 @@ class MMU(wiring.Component):
                     with m.If(noncanonical):
                         m.d.comb += events.faults.eq(1)
                     with m.Else():
-                        m.d.comb += [events.lookups.eq(1), ilookup.commit.eq(s1_fetch), dlookup.commit.eq(~s1_fetch)]
+                        m.d.comb += [events.lookups.eq(1), s1.ilookup.commit.eq(s1_fetch),
+                                     s1.dlookup.commit.eq(~s1_fetch)]
                         with m.If(hit):
                             m.d.comb += events.hits.eq(1)
                         with m.Else():
