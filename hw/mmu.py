@@ -7,7 +7,7 @@ Request path (in order, one request at a time past stage 1)::
                       | non-canonical: fault 2, answered now (no lookup)
                       | hit: answered now (resp.valid in the cycle after the accept);
                       |      the next request is accepted in the same cycle
-                      | miss: walker.start --> WALK --> RESP --> (FILL) --> idle
+                      | miss: walk.start --> WALK --> RESP --> (FILL) --> idle
 
 - A hit answers in the cycle after the request; back-to-back hits run at one
   per cycle as long as ``resp.ready`` is high.  A response that is not taken at
@@ -31,19 +31,42 @@ ready rises in the second.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 
-from hw.layouts import COUNTER_NAMES, mmu_signature, response_layout
+from hw.control import ControlDecoder
+from hw.counters import Counters
+from hw.layouts import (
+    VA_BITS,
+    mmu_signature,
+    response_layout,
+    tlb_fill_signature,
+    tlb_lookup_signature,
+    walk_signature,
+)
+from hw.pwc import PageWalkCache
 from hw.tlb import TLB
-from hw.walker import ACCESS_FETCH, Walker
+from hw.walker import Walker
 from model.config import MMUConfig
-from model.x86.tlbflush import CtlOp
-
-FAULT_NONE, FAULT_PAGE, FAULT_NONCANONICAL = 0, 1, 2
+from model.x86.pte import Access, FaultKind, PageSize
 
 
 class MMU(wiring.Component):
+    """The MMU top (ports: :func:`hw.layouts.mmu_signature`; docs/hardware.md, "Ports", has every field).
+
+    ``req`` (In stream: vaddr[63:0], access, user, id)
+        translate requests; ``ready`` as in the request path above.
+    ``resp`` (Out stream: paddr[M-1:0], fault, error_code[4:0], size, tlb_hit, id)
+        one response per request, in order; paddr and size are 0 on a fault.
+    ``ctl`` (In stream: op, value[63:0]); ``flags`` (In: wp, nxe, smep, smap, pcide)
+        CR3 writes and flushes (the handshake acknowledges); CR0/CR4/EFER levels.
+    ``mem_req`` (Out stream: addr[M-1:0], wdata[63:0], we), ``mem_resp`` (In stream: rdata[63:0])
+        the walker's reads and A/D writes; reads answered in order, any latency.
+    ``counters`` (Out: nine 32-bit counters, ``hw.layouts.COUNTER_NAMES``)
+    """
+
     def __init__(self, cfg: MMUConfig):
         if not isinstance(cfg, MMUConfig):
             raise TypeError(f"MMU(cfg): expected an MMUConfig, not {type(cfg).__name__}")
@@ -53,168 +76,131 @@ class MMU(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        M = cfg.maxphyaddr
-        flags = self.flags
 
         m.submodules.itlb = itlb = TLB(cfg.itlb, cfg, "itlb")
         m.submodules.dtlb = dtlb = TLB(cfg.dtlb, cfg, "dtlb")
         m.submodules.walker = walker = Walker(cfg)
-        tlbs = (itlb, dtlb)
+        m.submodules.control = control = ControlDecoder(cfg)
+        m.submodules.counters = counters = Counters()
 
+        wiring.connect(m, wiring.flipped(self.ctl), control.ctl)
+        wiring.connect(m, control.tlb_flush, itlb.flush, dtlb.flush)
         wiring.connect(m, walker.mem_req, wiring.flipped(self.mem_req))
         wiring.connect(m, wiring.flipped(self.mem_resp), walker.mem_resp)
-        m.d.comb += walker.flags.eq(flags)
+        if cfg.pwc_entries:
+            m.submodules.pwc = pwc = PageWalkCache(cfg)
+            wiring.connect(m, walker.pwc_lookup, pwc.lookup)
+            wiring.connect(m, walker.pwc_fill, pwc.fill)
+            wiring.connect(m, control.pwc_flush, pwc.flush)
+        m.d.comb += [control.flags.eq(self.flags), walker.flags.eq(self.flags), self.counters.eq(counters.counters)]
 
-        # ---- architectural state -----------------------------------------------------
-        cr3 = Signal(M, name="cr3")  # [M-1:12] PML4 base, [11:0] PCID
-        cur_pcid = Signal(12, name="cur_pcid")
-        m.d.comb += cur_pcid.eq(Mux(flags.pcide, cr3[:12], 0))
+        # the request pipeline talks to the TLBs and the walker through interfaces of their signatures
+        ilookup, dlookup = (tlb_lookup_signature(cfg).create(path=(n,)) for n in ("ilookup", "dlookup"))
+        ifill, dfill = (tlb_fill_signature(cfg).create(path=(n,)) for n in ("ifill", "dfill"))
+        walk = walk_signature(cfg).create(path=("walk",))
+        s1 = self._stage1(m, control, ilookup, dlookup)
+        self._request_fsm(m, control, s1, ifill, dfill, walk, counters.events)
+        wiring.connect(m, ilookup, itlb.lookup)
+        wiring.connect(m, dlookup, dtlb.lookup)
+        wiring.connect(m, ifill, itlb.fill)
+        wiring.connect(m, dfill, dtlb.fill)
+        wiring.connect(m, walk, walker.walk)
+
+        fire = self.mem_req.valid & self.mem_req.ready
+        m.d.comb += [counters.events.mem_reads.eq(fire & ~self.mem_req.payload.we),
+                     counters.events.mem_writes.eq(fire & self.mem_req.payload.we),
+                     counters.events.pwc_hits.eq(walk.pwc_hit)]
+        return m
+
+    def _stage1(self, m, control, ilookup, dlookup) -> SimpleNamespace:
+        """Stage 0 (accept, read the TLB sets) and stage 1 (look up, the answer it gives now)."""
+        cfg = self.cfg
 
         # ---- stage 1: the request being looked up (and, after a miss, walked) ---------
         s1_valid = Signal(name="s1_valid")
         s1_vaddr = Signal(64, name="s1_vaddr")
-        s1_access = Signal(2, name="s1_access")
+        s1_access = Signal(Access, name="s1_access")
         s1_user = Signal(name="s1_user")
         s1_id = Signal(cfg.id_bits, name="s1_id")
         s1_fetch = Signal(name="s1_fetch")
-        m.d.comb += s1_fetch.eq(s1_access == ACCESS_FETCH)
+        m.d.comb += s1_fetch.eq(s1_access == Access.FETCH)
         noncanonical = Signal(name="s1_noncanonical")
         top = s1_vaddr[47:]
         m.d.comb += noncanonical.eq(~((top == 0) | (top == (1 << 17) - 1)))
 
-        for tlb in tlbs:
+        req_fire = Signal(name="req_fire")
+        m.d.comb += req_fire.eq(self.req.valid & self.req.ready)
+        with m.If(req_fire):
+            m.d.sync += [s1_vaddr.eq(self.req.payload.vaddr), s1_access.eq(self.req.payload.access),
+                         s1_user.eq(self.req.payload.user), s1_id.eq(self.req.payload.id)]
+
+        for lookup in (ilookup, dlookup):
             m.d.comb += [
-                tlb.lk_vaddr.eq(s1_vaddr[:48]), tlb.lk_pcid.eq(cur_pcid), tlb.lk_access.eq(s1_access),
-                tlb.lk_user.eq(s1_user), tlb.flags.eq(flags),
+                lookup.read.eq(req_fire), lookup.read_vaddr.eq(self.req.payload.vaddr[:VA_BITS]),
+                lookup.vaddr.eq(s1_vaddr[:VA_BITS]), lookup.pcid.eq(control.pcid), lookup.access.eq(s1_access),
+                lookup.user.eq(s1_user), lookup.flags.eq(self.flags),
             ]
         hit = Signal(name="s1_hit")
-        m.d.comb += hit.eq(Mux(s1_fetch, itlb.hit, dtlb.hit))
+        m.d.comb += hit.eq(Mux(s1_fetch, ilookup.hit, dlookup.hit))
         answer_now = Signal(name="s1_answer_now")  # non-canonical or a completing hit
         m.d.comb += answer_now.eq(s1_valid & (noncanonical | hit))
 
         s1_resp = Signal(response_layout(cfg), name="s1_resp")
         m.d.comb += [
             s1_resp.id.eq(s1_id),
-            s1_resp.fault.eq(Mux(noncanonical, FAULT_NONCANONICAL, FAULT_NONE)),
+            s1_resp.fault.eq(Mux(noncanonical, FaultKind.NONCANONICAL, FaultKind.NONE)),
             s1_resp.tlb_hit.eq(~noncanonical),
-            s1_resp.paddr.eq(Mux(noncanonical, 0, Mux(s1_fetch, itlb.hit_paddr, dtlb.hit_paddr))),
-            s1_resp.size.eq(Mux(noncanonical, 0, Mux(s1_fetch, itlb.hit_size, dtlb.hit_size))),
+            s1_resp.paddr.eq(Mux(noncanonical, 0, Mux(s1_fetch, ilookup.paddr, dlookup.paddr))),
+            s1_resp.size.eq(Mux(noncanonical, PageSize.SIZE_4K, Mux(s1_fetch, ilookup.size, dlookup.size))),
         ]
-        resp_reg = Signal(response_layout(cfg), name="resp_held")
+        return SimpleNamespace(valid=s1_valid, vaddr=s1_vaddr, access=s1_access, user=s1_user, id=s1_id,
+                               fetch=s1_fetch, noncanonical=noncanonical, hit=hit, answer_now=answer_now,
+                               resp=s1_resp, req_fire=req_fire, ilookup=ilookup, dlookup=dlookup)
+
+    def _request_fsm(self, m, control, s1, ifill, dfill, walk, events):
+        """The request state machine (IDLE, WALK, RESP, FILL): commits the lookups, starts the walk,
+        holds the response, fills the TLB that missed; the request-side counter events."""
+        s1_valid, s1_vaddr, s1_access, s1_user, s1_id = s1.valid, s1.vaddr, s1.access, s1.user, s1.id
+        s1_fetch, noncanonical, hit, answer_now, s1_resp, req_fire = (s1.fetch, s1.noncanonical, s1.hit,
+                                                                      s1.answer_now, s1.resp, s1.req_fire)
+        resp_reg = Signal(response_layout(self.cfg), name="resp_held")
         resp_from_walk = Signal(name="resp_from_walk")
 
-        # ---- control port ------------------------------------------------------------
-        op = self.ctl.payload.op
-        value = self.ctl.payload.value
-        ctl_open = Signal(name="ctl_open")  # the request side lets control operations in (IDLE, WALK)
-        fv_phase = Signal(name="flush_va_compare")  # flush-by-VA: the set was read last cycle
-        fv_start = Signal(name="flush_va_read")
-        is_fv = op == CtlOp.FLUSH_VA
-        m.d.comb += [
-            fv_start.eq(self.ctl.valid & is_fv & ~fv_phase & ctl_open),
-            self.ctl.ready.eq(Mux(is_fv, fv_phase, ctl_open & ~fv_phase)),
-        ]
-        with m.If(fv_start):
-            m.d.sync += fv_phase.eq(1)
-        with m.Elif(fv_phase & self.ctl.valid):
-            m.d.sync += fv_phase.eq(0)
-        ctl_fire = Signal(name="ctl_fire")
-        m.d.comb += ctl_fire.eq(self.ctl.valid & self.ctl.ready)
-
-        new_pcid = Signal(12, name="ctl_new_pcid")
-        m.d.comb += new_pcid.eq(Mux(flags.pcide, value[:12], 0))
-        # what a flush drops (hw/tlb.py: TLB.flush_*; hw/pwc.py: PageWalkCache.flush_*)
-        t_en = Signal(name="tlb_flush_en")
-        t_keep = Signal(name="tlb_flush_keep_global")
-        t_mpcid = Signal(name="tlb_flush_match_pcid")
-        t_pcid = Signal(12, name="tlb_flush_pcid")
-        t_mva = Signal(name="tlb_flush_match_va")
-        p_en = Signal(name="pwc_flush_en")
-        p_mpcid = Signal(name="pwc_flush_match_pcid")
-        p_pcid = Signal(12, name="pwc_flush_pcid")
-        with m.If(ctl_fire):
-            with m.Switch(op):
-                with m.Case(CtlOp.WRITE_CR3):
-                    m.d.sync += cr3.eq(value[:M])
-                    with m.If(~(flags.pcide & value[63])):
-                        m.d.comb += [t_en.eq(1), t_keep.eq(1), t_mpcid.eq(flags.pcide), t_pcid.eq(new_pcid),
-                                     p_en.eq(1), p_mpcid.eq(flags.pcide), p_pcid.eq(new_pcid)]
-                with m.Case(CtlOp.FLUSH_ALL):
-                    m.d.comb += [t_en.eq(1), p_en.eq(1)]
-                with m.Case(CtlOp.FLUSH_ALL_KEEP_GLOBAL):
-                    m.d.comb += [t_en.eq(1), t_keep.eq(1), p_en.eq(1)]
-                with m.Case(CtlOp.FLUSH_VA):
-                    m.d.comb += [t_en.eq(1), t_mpcid.eq(1), t_pcid.eq(cur_pcid), t_mva.eq(1),
-                                 p_en.eq(1), p_mpcid.eq(1), p_pcid.eq(cur_pcid)]
-                with m.Case(CtlOp.FLUSH_PCID):
-                    m.d.comb += [t_en.eq(1), t_keep.eq(1), t_mpcid.eq(1), t_pcid.eq(value[:12]),
-                                 p_en.eq(1), p_mpcid.eq(1), p_pcid.eq(value[:12])]
-                # other op codes: acknowledged, no effect
-        for tlb in tlbs:
-            m.d.comb += [tlb.flush_en.eq(t_en), tlb.flush_keep_global.eq(t_keep), tlb.flush_match_pcid.eq(t_mpcid),
-                         tlb.flush_pcid.eq(t_pcid), tlb.flush_match_va.eq(t_mva), tlb.flush_va.eq(value[:48])]
-        m.d.comb += [walker.pwc_flush_en.eq(p_en), walker.pwc_flush_match_pcid.eq(p_mpcid),
-                     walker.pwc_flush_pcid.eq(p_pcid)]
-
-        # ---- request acceptance and the TLB set read -----------------------------------
-        req_fire = Signal(name="req_fire")
-        m.d.comb += req_fire.eq(self.req.valid & self.req.ready)
-        for tlb in tlbs:
-            m.d.comb += [tlb.rd_en.eq(req_fire | fv_start),
-                         tlb.rd_vaddr.eq(Mux(fv_start, value[:48], self.req.payload.vaddr[:48]))]
-        with m.If(req_fire):
-            m.d.sync += [s1_vaddr.eq(self.req.payload.vaddr), s1_access.eq(self.req.payload.access),
-                         s1_user.eq(self.req.payload.user), s1_id.eq(self.req.payload.id)]
-
-        # ---- counters -------------------------------------------------------------------
-        cnt = {name: Signal(32, name=f"count_{name}") for name in COUNTER_NAMES}
-        inc = {name: Signal(name=f"count_{name}_inc") for name in COUNTER_NAMES}
-        for name in COUNTER_NAMES:
-            m.d.comb += getattr(self.counters, name).eq(cnt[name])
-            with m.If(inc[name]):
-                m.d.sync += cnt[name].eq(cnt[name] + 1)
-        mem_fire = self.mem_req.valid & self.mem_req.ready
-        m.d.comb += [
-            inc["mem_reads"].eq(mem_fire & ~self.mem_req.payload.we),
-            inc["mem_writes"].eq(mem_fire & self.mem_req.payload.we),
-            inc["pwc_hits"].eq(walker.pwc_hit),
-        ]
-
-        # ---- the request state machine ------------------------------------------------------
+        # ---- the walk and the fill it ends with ---------------------------------------------
         stale = Signal(name="walk_stale")  # a control operation was accepted during this walk
+        walk_pcid = Signal(12, name="walk_pcid")  # the PCID the missing request was looked up with
         m.d.comb += [
-            walker.start_vaddr.eq(s1_vaddr[:48]), walker.start_access.eq(s1_access),
-            walker.start_user.eq(s1_user), walker.start_pml4.eq(cr3[12:]), walker.start_pcid.eq(cur_pcid),
+            walk.vaddr.eq(s1_vaddr[:VA_BITS]), walk.access.eq(s1_access), walk.user.eq(s1_user),
+            walk.pml4.eq(control.pml4), walk.pcid.eq(control.pcid),
         ]
         fill_tlb = Signal(name="tlb_fill")
-        walk_pcid = Signal(12, name="walk_pcid")  # the PCID the missing request was looked up with
-        for tlb, is_i in ((itlb, True), (dtlb, False)):
+        res = walk.result
+        for fill, is_i in ((ifill, True), (dfill, False)):
             m.d.comb += [
-                tlb.fill_en.eq(fill_tlb & (s1_fetch if is_i else ~s1_fetch)),
-                tlb.fill_vaddr.eq(s1_vaddr[:48]), tlb.fill_pcid.eq(walk_pcid),
-                tlb.fill_size.eq(walker.res_size), tlb.fill_frame.eq(walker.res_frame),
-                tlb.fill_rw.eq(walker.res_rw), tlb.fill_us.eq(walker.res_us), tlb.fill_nx.eq(walker.res_nx),
-                tlb.fill_dirty.eq(walker.res_dirty), tlb.fill_global.eq(walker.res_global),
+                fill.en.eq(fill_tlb & (s1_fetch if is_i else ~s1_fetch)),
+                fill.entry.vaddr.eq(s1_vaddr[:VA_BITS]), fill.entry.pcid.eq(walk_pcid),
+                fill.entry.size.eq(res.size), fill.entry.frame.eq(res.frame), fill.entry.rw.eq(res.rw),
+                fill.entry.us.eq(res.us), fill.entry.nx.eq(res.nx), fill.entry.dirty.eq(res.dirty),
+                fill.entry.global_.eq(res.global_),
             ]
 
         with m.FSM(name="mmu"):
             with m.State("IDLE"):
-                m.d.comb += ctl_open.eq(1)
-                m.d.comb += self.req.ready.eq(~fv_start & (~s1_valid | (answer_now & self.resp.ready)))
+                m.d.comb += control.open.eq(1)
+                m.d.comb += self.req.ready.eq(~control.tlb_flush.prepare
+                                              & (~s1_valid | (answer_now & self.resp.ready)))
                 with m.If(s1_valid):
                     m.d.comb += [self.resp.valid.eq(answer_now), self.resp.payload.eq(s1_resp)]
                     with m.If(noncanonical):
-                        m.d.comb += inc["faults"].eq(1)
+                        m.d.comb += events.faults.eq(1)
                     with m.Else():
-                        m.d.comb += [
-                            inc["lookups"].eq(1),
-                            itlb.lk_en.eq(s1_fetch), dtlb.lk_en.eq(~s1_fetch),
-                        ]
+                        m.d.comb += [events.lookups.eq(1), s1.ilookup.commit.eq(s1_fetch),
+                                     s1.dlookup.commit.eq(~s1_fetch)]
                         with m.If(hit):
-                            m.d.comb += inc["hits"].eq(1)
+                            m.d.comb += events.hits.eq(1)
                         with m.Else():
-                            m.d.comb += [inc["misses"].eq(1), inc["walks"].eq(1), walker.start.eq(1)]
-                            m.d.sync += [stale.eq(ctl_fire), walk_pcid.eq(cur_pcid), s1_valid.eq(0)]
+                            m.d.comb += [events.misses.eq(1), events.walks.eq(1), walk.start.eq(1)]
+                            m.d.sync += [stale.eq(control.fire), walk_pcid.eq(control.pcid), s1_valid.eq(0)]
                             m.next = "WALK"
                     with m.If(answer_now):
                         with m.If(self.resp.ready):
@@ -226,17 +212,17 @@ class MMU(wiring.Component):
                     m.d.sync += s1_valid.eq(req_fire)
 
             with m.State("WALK"):
-                m.d.comb += [ctl_open.eq(1), inc["walk_cycles"].eq(1)]
-                with m.If(ctl_fire):
+                m.d.comb += [control.open.eq(1), events.walk_cycles.eq(1)]
+                with m.If(control.fire):
                     m.d.sync += stale.eq(1)
-                with m.If(walker.done):
-                    m.d.comb += inc["faults"].eq(walker.res_fault)
+                with m.If(walk.done):
+                    m.d.comb += events.faults.eq(res.fault)
                     m.d.sync += [
                         resp_reg.id.eq(s1_id),
-                        resp_reg.fault.eq(Mux(walker.res_fault, FAULT_PAGE, FAULT_NONE)),
-                        resp_reg.error_code.eq(walker.res_error_code),
-                        resp_reg.paddr.eq(Mux(walker.res_fault, 0, walker.res_paddr)),
-                        resp_reg.size.eq(Mux(walker.res_fault, 0, walker.res_size)),
+                        resp_reg.fault.eq(Mux(res.fault, FaultKind.PAGE, FaultKind.NONE)),
+                        resp_reg.error_code.eq(res.error_code),
+                        resp_reg.paddr.eq(Mux(res.fault, 0, res.paddr)),
+                        resp_reg.size.eq(Mux(res.fault, PageSize.SIZE_4K, res.size)),
                         resp_reg.tlb_hit.eq(0),
                         resp_from_walk.eq(1),
                     ]
@@ -244,23 +230,22 @@ class MMU(wiring.Component):
 
             with m.State("RESP"):
                 m.d.comb += [self.resp.valid.eq(1), self.resp.payload.eq(resp_reg)]
-                with m.If(ctl_fire):  # only a flush-by-VA started before can complete here
+                with m.If(control.fire):  # only a flush-by-VA started before can complete here
                     m.d.sync += stale.eq(1)
                 will_fill = Signal(name="walk_will_fill")
-                m.d.comb += will_fill.eq(resp_from_walk & ~walker.res_fault & ~stale & ~ctl_fire)
+                m.d.comb += will_fill.eq(resp_from_walk & ~res.fault & ~stale & ~control.fire)
                 # the next request may come in with this response, unless a fill must happen first
                 m.d.comb += self.req.ready.eq(self.resp.ready & ~will_fill)
                 with m.If(self.resp.ready):
                     m.d.sync += s1_valid.eq(req_fire)
                     with m.If(will_fill):
-                        m.d.comb += [fill_tlb.eq(1), walker.commit.eq(1)]
+                        m.d.comb += [fill_tlb.eq(1), walk.commit.eq(1)]
                         m.next = "FILL"
                     with m.Else():
-                        m.d.comb += walker.release.eq(resp_from_walk)
+                        m.d.comb += walk.release.eq(resp_from_walk)
                         m.next = "IDLE"
 
             with m.State("FILL"):
                 # the page-walk cache takes the walk's non-leaf entries, one per cycle
-                with m.If(walker.fill_last):
+                with m.If(walk.fill_last):
                     m.next = "IDLE"
-        return m

@@ -18,16 +18,6 @@ and implements one policy:
   taps 0xB400, reset value ``seed``; it steps only when a fill replaces a valid
   way, and the victim is the *stepped* state modulo ``ways``.
 
-Ports (one user at a time: a lookup or a fill, never both in one cycle):
-
-``set``      the set the other ports talk about.
-``touch``    a completing hit or a fill used ``way`` (LRU, PLRU update).
-``way``      the way touched.
-``advance``  a fill replaced the valid victim of ``set``: the FIFO pointer moves
-             on, the LFSR steps.
-``victim``   (out) the way the policy would replace in ``set``: the LRU way, the
-             end of the PLRU path, the FIFO pointer, or the next LFSR state mod ways.
-
 Flushes never touch this state.
 """
 
@@ -64,7 +54,19 @@ def priority_encode(m: Module, bits, width_range: int, name: str):
 
 
 class Replacement(wiring.Component):
-    """Replacement state for ``sets`` sets of ``ways`` ways under ``policy``."""
+    """Replacement state for ``sets`` sets of ``ways`` ways under ``policy`` (one per CAM).
+
+    Ports (one user at a time: a lookup or a fill, never both in one cycle):
+
+    ``set``      (In, log2 sets) the set the other ports talk about.
+    ``touch``    (In, 1) a completing hit or a fill used ``way``: LRU/PLRU update at the end of the cycle.
+    ``way``      (In, log2 ways) the way touched.
+    ``advance``  (In, 1) a fill replaced the valid victim of ``set``: the FIFO pointer moves
+                 on, the LFSR steps (end of the cycle).
+    ``victim``   (Out, log2 ways; combinational on ``set``) the way the policy would replace in
+                 ``set``: the LRU way, the end of the PLRU path, the FIFO pointer, or the next LFSR
+                 state mod ways.
+    """
 
     def __init__(self, policy: Policy, sets: int, ways: int, seed: int = 0xACE1):
         self.policy = Policy(policy)
