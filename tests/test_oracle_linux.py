@@ -193,6 +193,7 @@ FAULT_CASES = {
     "fork-private-cow": "file /f 256K\nspawn p\nmmap f 256K file=/f\ntouch f 0 16K\nload f\nfork c\nuse c\nload f\n"
                         "use p\ntouch f\n",
     "read-then-map": "file /f 1M\nspawn t\nread /f 0 1M\nmmap m 1M file=/f prot=r\nload m\n",
+    "read-ahead-of-read": "file /f 8M\nspawn t\nread /f 0 1M\nread /f 1M 1M\nread /f 0 8M\n",
 }
 
 

@@ -143,7 +143,7 @@ def filemap_fault(k, mapping: AddressSpace, index: int, *, mmap: bool = False):
     page = mapping.pages.get(index)
     if page is not None:
         if mmap and index in mapping.readahead:
-            async_mmap_readahead(k, mapping.host, index)
+            async_readahead(k, mapping.host, index)
         return page, False
     if mapping.kind == "shmem":
         offset = mapping.swapped.pop(index, None)
@@ -197,7 +197,7 @@ def read_window(k, f: SimFile) -> None:
             f.mapping.readahead.add(index)
 
 
-def async_mmap_readahead(k, f: SimFile, index: int) -> None:
+def async_readahead(k, f: SimFile, index: int) -> None:
     """page_cache_async_ra(): the PG_readahead page was reached: clear it and read the next window,
     ramped up by get_next_ra_size() when the hit is where the window expected it."""
     f.mapping.readahead.discard(index)
@@ -215,6 +215,33 @@ def async_mmap_readahead(k, f: SimFile, index: int) -> None:
         ra.start, ra.size = start, next_ra_size(start - index + max_pages, max_pages)
     ra.async_size = ra.size
     read_window(k, f)
+
+
+def sync_readahead(k, f: SimFile, index: int, req: int) -> None:
+    """page_cache_sync_ra() for read(2) missing page ``index`` with ``req`` pages left to read: from the
+    start of the file, or continuing the window, the first window is get_init_ra_size(req); a read
+    elsewhere reads just its pages (random I/O).  A request larger than read_ahead_kb is read whole."""
+    max_pages = ra_pages(k)
+    if not max_pages:
+        return
+    ra = f.ra
+    if index and index != ra.start + ra.size and req <= max_pages:
+        ra.start, ra.size, ra.async_size = index, req, 0
+    else:
+        ra.start, ra.size = index, init_ra_size(req, max(max_pages, req))
+        ra.async_size = ra.size - req if ra.size > req else ra.size
+    read_window(k, f)
+
+
+def init_ra_size(req: int, max_pages: int) -> int:
+    """mm/readahead.c get_init_ra_size(): the request rounded up to a power of two, times 4 when small,
+    times 2 when middling, else the maximum."""
+    size = 1 << (req - 1).bit_length()
+    if size <= max_pages // 32:
+        return 4 * size
+    if size <= max_pages // 4:
+        return 2 * size
+    return max_pages
 
 
 def next_ra_size(cur: int, max_pages: int) -> int:
@@ -264,9 +291,14 @@ def file_read(k, task, f: SimFile, offset: int, length: int) -> int:
     from model.mm.memory import FAULT_RESERVE
     end = min(offset + length, f.size)
     done = 0
-    for index in range(offset >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT):
+    first, last = offset >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
+    for index in range(first, last):
         if not k.ensure_free(FAULT_RESERVE, task):
             break
+        if index not in f.mapping.pages:
+            sync_readahead(k, f, index, last - index)
+        elif index in f.mapping.readahead:
+            async_readahead(k, f, index)
         page, _ = filemap_fault(k, f.mapping, index)
         mark_page_accessed(k, page)
         done = min(end, (index + 1) << PAGE_SHIFT) - offset
