@@ -28,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from model.config import PRESETS
 from replay.lackey import SHIPPED_TRACE
 from sim import runner as R
 
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trace-limit", type=int, default=100000,
                     help="page accesses of replay/traces/listwalk.lackey.gz sent through the hardware (default 100000)")
     args = ap.parse_args(argv)
-    cfg = R.CONFIGS["default"]
+    cfg = PRESETS["default"]
     print(f"co-simulation benchmark on Icarus (seed {args.seed}); building the designs if needed ...", flush=True)
 
     out = R.run_test("mmu_bench", "bench_speed", cfg, "default", seed=args.seed, test_id="bench_speed",

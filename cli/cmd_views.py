@@ -58,8 +58,8 @@ def register(sub) -> None:
     p.add_argument("-t", "--total", action="store_true", help="show a total for RAM + swap")
     p.add_argument("-v", "--committed", action="store_true", help="show committed memory and commit limit")
     p.add_argument("--procps", choices=procps.PROCPS_VERSIONS, default="4",
-                   help="used = MemTotal - MemAvailable (4, procps-ng 4.0.1+) or MemTotal - MemFree - Buffers - "
-                        "Cache (3.3), with that version's layout (default 4)")
+                   help="print what procps-ng 4.0.2 (4, used = MemTotal - MemAvailable) or 3.3.17 (3.3, used = "
+                        "MemTotal - MemFree - Buffers - Cache, older -h rounding) prints (default 4)")
     p.add_argument("--watch", action="store_true",
                    help="a row per workload operation: free's numbers after each line and what the kernel did")
     p.add_argument("--help", action="help", help="show this help message and exit")
@@ -109,7 +109,7 @@ def _finish(k, args, text: str) -> int:
 
 
 def run_free(args) -> int:
-    unit, si = args.unit_si or ("k", False)
+    unit, si = args.unit_si or (None, False)
     si = si or args.si
     if args.watch:
         def watch(k):
@@ -140,6 +140,10 @@ def run_vmstat(args) -> int:
         text = reports.view(k, "vmstat", mode="forks")
     else:
         text = reports.view(k, "vmstat", active=args.active, wide=args.wide, unit=args.unit)
+        seconds = k.cputime.jiffies / 100
+        print(f"si, so, bi, bo, in and cs are per second of the model's CPU clock since boot: one 10 ms tick "
+              f"(USER_HZ 100) per workload operation, {k.cputime.jiffies} ticks = {seconds:g} s in this run; the "
+              f"model has no wall clock", file=sys.stderr)
     return _finish(k, args, text)
 
 

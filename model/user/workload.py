@@ -148,6 +148,8 @@ def parse(text: str, source: str) -> tuple[dict[str, str], list[Op]]:
             stack.append(op.body)
     if opened:
         raise UserError(f"{opened[-1].where}: repeat without a matching end")
+    if not stack[0]:
+        raise UserError(f"{source}: no operations (a workload needs at least one line besides boot and comments)")
     return boot, stack[0]
 
 
@@ -211,12 +213,18 @@ def _mmap_flag(flag: str) -> tuple[str, str]:
 def load(spec: str) -> tuple[str, str]:
     """A named workload or a file path: (text, source name for messages)."""
     named = WORKLOAD_DIR / f"{spec}.wl"
-    if named.is_file():
-        return named.read_text(), f"model/user/workloads/{spec}.wl"
-    path = Path(spec)
-    if path.is_file():
-        return path.read_text(), str(path)
-    raise UserError(f"workload {spec!r}: neither a named workload (mmu run --list) nor a readable file")
+    path, source = (named, f"model/user/workloads/{spec}.wl") if named.is_file() else (Path(spec), spec)
+    if not path.is_file():
+        raise UserError(f"workload {spec!r}: neither a named workload (mmu run --list) nor a readable file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{source}: not a text workload (byte {data[e.start]:#04x} at offset {e.start} is not "
+                        "UTF-8)") from None
+    if "\0" in text:
+        raise UserError(f"{source}: not a text workload (a NUL byte at offset {text.index(chr(0))})")
+    return text, source
 
 
 def named_workloads() -> list[tuple[str, str]]:
@@ -346,10 +354,29 @@ class Runner:
             return int(name, 0), 8
         raise UserError(f"variable {name!r} is not set in process {task.name} (malloc or mmap it first)")
 
+    def _check_new_name(self, op: Op, name: str) -> None:
+        if any(t.name == name and t.alive for t in self.k.tasks.values()):
+            raise UserError(f"{op.name} {name}: a live process is named {name} already "
+                            "(use and exit find processes by name, so live names must be unique)")
+
+    def _heap_pointer(self, op: Op, task, name: str) -> int:
+        """The pointer a malloc-family variable holds: what free and realloc take (NULL included)."""
+        if name not in task.vars:
+            if re.fullmatch(r"0x[0-9a-fA-F]+|\d+", name):
+                raise UserError(f"{op.name} {name}: takes a variable made by malloc, calloc or realloc, "
+                                "not an address")
+            self._var(task, name)
+        ptr = task.vars[name][0]
+        if ptr and ptr not in task.heap.chunks:
+            raise UserError(f"{op.name} {name}: {name} was not made by malloc, calloc or realloc "
+                            f"(an mmap variable is released with munmap)")
+        return ptr
+
     def _do(self, op: Op, a: list[str]) -> None:
         k = self.k
         name = op.name
         if name == "spawn":
+            self._check_new_name(op, a[0])
             adj = int(a[1][4:]) if len(a) == 2 else 0
             task = fork.spawn(k, a[0], adj)
             task.heap = Malloc(k, task)
@@ -386,13 +413,15 @@ class Runner:
                 ptr = heap.calloc(parse_size(a[1]), parse_size(a[2]))
             else:
                 size = parse_size(a[1])
-                ptr = heap.realloc(self._var(task, a[0])[0], size)
+                ptr = heap.realloc(self._heap_pointer(op, task, a[0]), size)
             if task.alive:
                 if not ptr:
                     self.note(f"{op.where}: {name} {a[0]} returned NULL (ENOMEM)")
                 task.vars[a[0]] = (ptr, size)
         elif name == "free":
-            heap.free(self._var(task, a[0])[0])
+            ptr = self._heap_pointer(op, task, a[0])
+            if ptr:  # free(NULL) does nothing
+                heap.free(ptr)
             task.vars.pop(a[0])
         elif name == "mmap":
             self._mmap(task, a)
@@ -424,6 +453,7 @@ class Runner:
             fn = filemap.file_read if name == "read" else filemap.file_write
             fn(k, task, f, off, length)
         elif name == "fork":
+            self._check_new_name(op, a[0])
             child = fork.do_fork(k, task, a[0])
             self.note(f"fork {task.name} -> {a[0]}: pid {child.pid}")
         elif name == "exit":
