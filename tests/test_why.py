@@ -24,18 +24,31 @@ def run_text(text: str, tmp_path, **kw):
     return run_workload(str(path), **kw)[0]
 
 
-def test_malloc_why_says_mmap_for_128k_and_brk_for_64k_m_mmap_threshold(tmp_path):
-    """glibc sysmalloc(): nb = request2size(n) >= mp_.mmap_threshold (M_MMAP_THRESHOLD, 128 KiB) gets
-    its own mmap; 64 KiB (nb 65552) comes from the heap, grown with brk; 128 KiB (nb 131088) is mmapped."""
+def test_malloc_why_says_brk_for_the_first_64k_and_mmap_for_128k_once_the_top_is_short(tmp_path):
+    """glibc 2.36, as measured on Linux (tests/test_oracle_linux.py): the first call's tcache_init() grows
+    the heap by brk(+135168) = page_align(0x290 + M_TOP_PAD + MINSIZE); 64 KiB (nb 65552) is carved from
+    that top; 128 KiB (nb 131088) does not fit in the 68960 bytes left, and nb >= M_MMAP_THRESHOLD makes
+    sysmalloc() mmap it."""
     k = run_text("boot mem=64M\nspawn app\nmalloc small 64K\nmalloc big 128K\n", tmp_path)
-    small, big = k.decisions.entries["malloc"]
-    assert (small.outcome, small.detail["nb"], small.detail["threshold"]) == ("brk", 65552, 131072)
-    assert (big.outcome, big.detail["nb"], big.detail["size"]) == ("mmap", 131088, 135168)
+    tcache, small, big = k.decisions.entries["malloc"]
+    assert (tcache.outcome, tcache.detail["nb"], tcache.detail["grow"]) == ("brk", 656, 135168)
+    assert (small.outcome, small.detail["nb"], small.detail["top"]) == ("heap", 65552, 134512)
+    assert (big.outcome, big.detail["nb"], big.detail["top"], big.detail["size"]) == ("mmap", 131088, 68960, 135168)
     text = why.why_malloc(k)
-    assert re.search(r"t\.wl:3 app\[100\]: malloc\(65536\): nb = request2size\(65536\) = 65552 < "
-                     r"mmap_threshold 131072 -> the heap: .* brk\(\+200704\)", text)
-    assert re.search(r"t\.wl:4 app\[100\]: malloc\(131072\): nb = request2size\(131072\) = 131088 >= "
-                     r"mmap_threshold 131072 -> mmap\(135168\)", text)
+    assert re.search(r"t\.wl:3 app\[100\]: tcache_init\(\), the first call's malloc\(640\): .* brk\(\+135168\)", text)
+    assert re.search(r"t\.wl:3 app\[100\]: malloc\(65536\): nb = request2size\(65536\) = 65552: carved from the "
+                     r"top chunk \(134512 bytes", text)
+    assert re.search(r"t\.wl:4 app\[100\]: malloc\(131072\): nb = request2size\(131072\) = 131088: .* top chunk "
+                     r"\(68960 bytes\) .* nb >= mmap_threshold 131072, mmaps it on its own, mmap\(135168\)", text)
+
+
+def test_malloc_why_shows_the_first_128k_carved_from_the_top_not_mmapped(tmp_path):
+    """_int_malloc() uses the top chunk before sysmalloc() looks at the threshold: a first malloc(131072)
+    (nb 131088) fits in the 134512-byte top left after tcache_init, so it is a heap chunk."""
+    k = run_text("boot mem=64M\nspawn app\nmalloc a 128K\n", tmp_path)
+    _, first = k.decisions.entries["malloc"]
+    assert (first.outcome, first.detail["nb"], first.detail["top"]) == ("heap", 131088, 134512)
+    assert "but _int_malloc() uses the top before sysmalloc() considers mmap" in why.why_malloc(k)
 
 
 def test_malloc_why_shows_the_dynamic_threshold_that_sent_1m_to_brk(tmp_path):
@@ -43,10 +56,19 @@ def test_malloc_why_shows_the_dynamic_threshold_that_sent_1m_to_brk(tmp_path):
     DEFAULT_MMAP_THRESHOLD_MAX), so after freeing 4 MiB a 1 MiB malloc is a heap allocation."""
     k = run_text("boot mem=64M\nspawn app\nmalloc huge 4M\nfree huge\nmalloc again 1M\n", tmp_path)
     outcomes = [(d.outcome, d.detail["threshold"]) for d in k.decisions.entries["malloc"]]
-    assert outcomes == [("mmap", 131072), ("munmap", 131072), ("brk", 4198400)]
+    assert outcomes == [("brk", 131072), ("mmap", 131072), ("munmap", 131072), ("brk", 4198400)]
     text = why.why_malloc(k)
     assert "the dynamic threshold is now 4198400 and trim_threshold 8396800" in text
-    assert "nb = request2size(1048576) = 1048592 < mmap_threshold 4198400 -> the heap" in text
+    assert "nb = request2size(1048576) = 1048592: no free chunk fits" in text
+    assert "as nb < mmap_threshold 4198400, grew the top with brk" in text
+
+
+def test_malloc_why_keeps_the_threshold_for_a_freed_32m_chunk(tmp_path):
+    """__libc_free compares chunksize_nomask (size | IS_MMAPPED) with DEFAULT_MMAP_THRESHOLD_MAX: a 32 MiB
+    mmapped chunk (nb + 8 page-aligned = 33558528 > 32 MiB) never raises it."""
+    k = run_text("boot mem=256M\nspawn app\nmalloc a 32767K\nfree a\n", tmp_path)
+    assert k.tasks[100].heap.mmap_threshold == 131072
+    assert "mmap_threshold stays 131072 (raised only when chunksize_nomask" in why.why_malloc(k)
 
 
 def test_malloc_why_groups_a_loop_and_names_the_free_chunk_reuse():

@@ -3,8 +3,9 @@
 ``spawn`` builds the address space that execve of a small static x86-64 ELF
 leaves (binfmt_elf.c): text r-xp, read-only data r--p and data rw-p mapped
 from the program file, bss anonymous, the break right above it, and the stack
-at the top of user space.  ``do_fork`` copies the VMAs and page tables with
-every private writable page made read-only in both processes (COW).
+at the top of user space.  ``do_fork`` copies the VMAs, and the page tables of
+those with anonymous pages (``vma_needs_copy``) with every private writable page
+made read-only in both processes (COW); the child faults in the rest.
 ``do_exit`` unmaps everything (exit_mmap), frees the page tables and the
 task's kernel objects.
 """
@@ -15,9 +16,9 @@ import copy
 
 from model.mm.memory import copy_page_range, zap_range
 from model.mm.mm_types import MM, VM_EXEC, VM_READ, VM_WRITE, VMA, Task
-from model.mm.mmap import SyscallError, insert_vma, mmap_base, page_align, remove_vma, setup_stack
+from model.mm.mmap import BRK_RND_RANGE, SyscallError, insert_vma, mmap_base, remove_vma, setup_stack
 from model.x86.pgtable import PageTables
-from model.x86.pte import PAGE_SIZE, Access
+from model.x86.pte import PAGE_SHIFT, PAGE_SIZE, Access
 
 THREAD_SIZE_ORDER = 2  # x86-64 kernel stacks are 16 KiB
 ELF_BASE = 0x400000  # non-PIE x86-64 executables link at 4 MiB
@@ -54,7 +55,7 @@ def spawn(k, name: str, oom_score_adj: int = 0) -> Task:
     insert_vma(k, mm, VMA(bss, bss + BSS, VM_READ | VM_WRITE))
     brk = bss + BSS
     if k.aslr:
-        brk += page_align(k.rng.randrange(0, 0x02000000))  # arch_randomize_brk()
+        brk += k.rng.randrange(BRK_RND_RANGE >> PAGE_SHIFT) << PAGE_SHIFT  # arch_randomize_brk()
     mm.start_brk = mm.brk = brk
     setup_stack(k, mm, k.rng, k.aslr)
     # The loader's first steps: fetch the entry point, build argv/envp at the stack top.
@@ -83,13 +84,20 @@ def do_fork(k, parent: Task, name: str | None = None) -> Task:
         child.heap.task = child
     for vma in src.vmas:
         new = VMA(vma.start, vma.end, vma.flags, vma.file, vma.pgoff, vma.mapping, vma.name, vma.page_size,
-                  ino=vma.ino)
+                  ino=vma.ino, anon_vma=vma.anon_vma)
         insert_vma(k, mm, new)
-        copy_page_range(k, src, mm, vma)
+        if vma_needs_copy(vma):
+            copy_page_range(k, src, mm, vma)
     k.flush_tlb_mm(src)  # dup_mmap(): the parent's PTEs were write-protected
     k.tasks[pid] = child
     k.vmstat["nr_forks"] += 1
     return child
+
+
+def vma_needs_copy(vma: VMA) -> bool:
+    """mm/memory.c vma_needs_copy(): only a VMA with anonymous pages (an anon_vma) has its entries
+    copied at fork; shared and file mappings without one are left for the child's page faults to fill."""
+    return vma.anon_vma
 
 
 def exit_mmap(k, task: Task) -> None:

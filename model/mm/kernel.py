@@ -81,8 +81,8 @@ class DecisionLog:
     """The last ``maxlen`` decisions of each kind; never dropped: the totals and the latest decision
     of each (kind, outcome).
 
-    Kinds and their outcomes: ``malloc`` (mmap, brk, heap, mmap-fallback,
-    enomem, munmap, free, trim), ``watermark`` (kswapd woken, direct reclaim),
+    Kinds and their outcomes: ``malloc`` (mmap, brk, heap, tcache, mmap-fallback,
+    enomem, mremap, munmap, free, tcache-free, fastbin-free, trim), ``watermark`` (kswapd woken, direct reclaim),
     ``reclaim`` (one LRU page: activate, swap, drop, writeback, rotate,
     deactivate), ``oom`` (kill or none, with every candidate's badness).  The
     workload runner sets ``where`` before each operation.
@@ -372,7 +372,11 @@ class Kernel:
             mm.rss[counter] -= 1
 
     def set_pte(self, mm, va: int, page: Page, vma, *, writable: bool, dirty: bool) -> None:
-        """Install a present leaf like mk_pte(page, vma->vm_page_prot): A set, D set on a write fault."""
+        """Install a present leaf like mk_pte(page, vma->vm_page_prot): A set, D set on a write fault.
+
+        An anonymous page (a private hugetlb page too) gives the VMA its anon_vma, which fork checks."""
+        if page.kind == "anon" or (page.kind == "hugetlb" and not vma.shared):
+            vma.anon_vma = True
         mm.pt.map(va, page.pfn << PAGE_SHIFT, vma.page_size, writable=writable, user=True,
                   nx=not vma.executable, accessed=True, dirty=dirty)
 

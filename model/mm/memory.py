@@ -7,8 +7,9 @@ against it (``access_error``), then one of
 
 - demand-zero anonymous memory (a read maps the shared zero page read-only,
   a write allocates a zeroed page: ``do_anonymous_page``),
-- file or shmem pages from the page cache (``do_read_fault``, ``do_cow_fault``
-  for a write to a private file mapping, ``do_shared_fault``),
+- file or shmem pages from the page cache (``do_read_fault``, which first maps
+  the cached pages of the 64 KiB around the fault (``do_fault_around``),
+  ``do_cow_fault`` for a write to a private file mapping, ``do_shared_fault``),
 - swap-in from a swap entry left in the PTE (``do_swap_page``),
 - copy on write (``do_wp_page``: reuse the page if this is its only mapping,
   else copy it),
@@ -27,6 +28,7 @@ from model.x86.pte import PAGE_SHIFT, PAGE_SIZE, PF_P, PF_RSVD, PF_WR, PS, RW, D
 
 # Pages one fault may allocate: the page, an inode-table buffer and three page-table pages.
 FAULT_RESERVE = 5
+FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
 _TABLE = struct.Struct("<512Q")
 _AMASK = ((1 << 52) - 1) & ~(PAGE_SIZE - 1)
 
@@ -197,15 +199,21 @@ def do_swap_page(k, task, vma, va: int, pte: int, write: bool) -> bool:
 # --- file and shmem pages ------------------------------------------------------
 
 def do_fault(k, task, vma, va: int, write: bool) -> bool:
+    """do_read_fault (fault-around first), do_cow_fault or do_shared_fault."""
     from model.mm.filemap import filemap_fault
     mm = task.mm
     index = vma.file_index(va)
     if vma.file is not None and index >= vma.file.nr_pages:
         k.force_sig(task, "SIGBUS", f"bus error at {va:x}: beyond the end of {vma.file.path}")
         return False
+    if not write and do_fault_around(k, task, vma, va):
+        count_fault(k, task, False)
+        return True
     mapping = vma.mapping if vma.mapping is not None else vma.file.mapping
-    page, major = filemap_fault(k, mapping, index)
+    page, major = filemap_fault(k, mapping, index, mmap=True)
     count_fault(k, task, major)
+    if major and not write and do_fault_around(k, task, vma, va):
+        return True  # filemap_fault dropped the lock for the I/O (VM_FAULT_RETRY); the retry faulted around
     if write and not vma.shared:  # do_cow_fault(): a private copy of the file page
         new = k.alloc_page("anon", zero=False)
         k.mem.copy_frame(new.pfn, page.pfn)
@@ -220,6 +228,18 @@ def do_fault(k, task, vma, va: int, write: bool) -> bool:
     k.set_pte(mm, va, page, vma, writable=writable, dirty=write)
     k.page_add_rmap(page, mm, va)
     return True
+
+
+def do_fault_around(k, task, vma, va: int) -> bool:
+    """mm/memory.c do_fault_around(): map the cached pages of the fault_around_bytes (64 KiB) aligned
+    window around ``va``, clamped to the VMA and to its page table; True if that mapped ``va`` itself."""
+    from model.mm.filemap import filemap_map_pages
+    pte_off = (va >> PAGE_SHIFT) & 511
+    vma_off = (va - vma.start) >> PAGE_SHIFT
+    from_pte = max(pte_off & ~(FAULT_AROUND_PAGES - 1), pte_off - min(pte_off, vma_off))
+    to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages - vma_off) - 1
+    index = vma.file_index(va)
+    return filemap_map_pages(k, task, vma, va, index + from_pte - pte_off, index + to_pte - pte_off)
 
 
 # --- range operations ------------------------------------------------------------
@@ -250,6 +270,23 @@ def zap_range(k, mm, vma, start: int, end: int) -> None:
         if value & D and page.mapping is not None:
             page.dirty = True
         release_page(k, page, mm, va)
+
+
+def move_page_tables(k, task, old: int, new: int, length: int) -> None:
+    """mremap: every entry of [old, old + length) moves to the same offset from ``new``, pages and swap
+    entries alike; the reverse map and the touch stamps follow."""
+    mm = task.mm
+    for va, value in leaf_entries(mm, old, old + length):
+        mm.pt.unmap(va)
+        dst = new + (va - old)
+        mm.pt.set_pte(dst, value)
+        pfn = pte_pfn(value)
+        if value & P and pfn != k.zero_pfn:
+            page = k.pages[pfn]
+            page.rmap.discard((mm, va))
+            page.rmap.add((mm, dst))
+    for va in [va for va in task.stamps if old <= va < old + length]:
+        task.stamps[new + (va - old)] = task.stamps.pop(va)
 
 
 def copy_page_range(k, src_mm, dst_mm, vma) -> None:

@@ -76,6 +76,7 @@ class VMA:
     resv_owner: bool = False  # hugetlb: this VMA holds pool reservations (HPAGE_RESV_OWNER)
     slab_addr: int = 0  # its vm_area_struct object in the slab allocator
     ino: int = 0  # inode of the shmem or hugetlbfs file behind anonymous shared or huge memory
+    anon_vma: bool = False  # it has held an anonymous page (Linux: vma->anon_vma is set); fork copies only those
 
     @property
     def readable(self) -> bool:

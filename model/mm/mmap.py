@@ -1,4 +1,5 @@
-"""Address-space layout and the mapping system calls (Linux mm/mmap.c, mm/mprotect.c, arch/x86/mm/mmap.c).
+"""Address-space layout and the mapping system calls (Linux mm/mmap.c, mm/mremap.c, mm/mprotect.c,
+arch/x86/mm/mmap.c).
 
 ``mmap`` only creates a VMA: no page is allocated until the first touch
 (MAP_POPULATE faults the range in at once).  The top-down allocator places new
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 
-from model.mm.memory import copy_stamps_out, populate, zap_range
+from model.mm.memory import copy_stamps_out, move_page_tables, populate, zap_range
 from model.mm.mm_types import VM_EXEC, VM_GROWSDOWN, VM_HUGETLB, VM_READ, VM_SHARED, VM_WRITE, VMA
 from model.x86.pte import PAGE_SIZE, PageSize
 
@@ -22,7 +23,7 @@ STACK_GUARD_GAP = 256 * PAGE_SIZE  # mm/mmap.c stack_guard_gap
 MMAP_MIN_ADDR = 0x10000  # vm.mmap_min_addr
 MMAP_RND_BITS = 28  # x86-64 default of vm.mmap_rnd_bits
 STACK_RND_MASK = 0x3FFFFF  # arch/x86/include/asm/elf.h, 64-bit
-BRK_RND_RANGE = 0x02000000  # arch_randomize_brk(): up to 32 MiB above the end of bss
+BRK_RND_RANGE = 1 << 30  # arch_randomize_brk(): randomize_page(mm->brk, SZ_1G) on x86-64
 INITIAL_STACK = 132 << 10  # setup_arg_pages(): 128 KiB of stack_expand plus the argument pages
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
@@ -90,7 +91,7 @@ def remove_vma(k, mm, vma: VMA) -> None:
 def split_vma(k, mm, vma: VMA, addr: int) -> VMA:
     """Cut ``vma`` at ``addr``; returns the upper part (a new vm_area_struct)."""
     upper = VMA(addr, vma.end, vma.flags, vma.file, vma.pgoff + (addr - vma.start) // PAGE_SIZE, vma.mapping,
-                vma.name, vma.page_size, vma.resv_owner, ino=vma.ino)
+                vma.name, vma.page_size, vma.resv_owner, ino=vma.ino, anon_vma=vma.anon_vma)
     vma.end = addr
     insert_vma(k, mm, upper)
     return upper
@@ -110,19 +111,38 @@ def vmas_in(k, mm, start: int, end: int) -> list[VMA]:
     return out
 
 
-def get_unmapped_area(mm, length: int, align: int = PAGE_SIZE) -> int | None:
-    """Top-down search below mmap_base for a free, aligned range (vm_unmapped_area)."""
+def get_unmapped_area(mm, length: int, align: int = PAGE_SIZE, offset: int = 0) -> int | None:
+    """Top-down search below mmap_base for a free range whose address is ``offset`` modulo ``align``
+    (vm_unmapped_area with align_mask and align_offset)."""
+    def fit(high: int) -> int:
+        cand = high - length
+        return cand - ((cand - offset) & (align - 1))
+
     high = mm.mmap_base
     for vma in reversed(mm.vmas):
         if vma.start >= high:
             continue
-        if vma.end <= high - length:
-            cand = (high - length) & ~(align - 1)
-            if cand >= vma.end:
-                return cand
+        if vma.end <= high - length and fit(high) >= vma.end:
+            return fit(high)
         high = min(high, vma.start)
-    cand = (high - length) & ~(align - 1)
+    cand = fit(high)
     return cand if cand >= MMAP_MIN_ADDR else None
+
+
+def thp_alignment(file, shared: bool, length: int, offset: int) -> int:
+    """PMD_SIZE when Linux places the mapping so that it could hold 2 MiB pages, else PAGE_SIZE.
+
+    A private anonymous mapping whose length is a multiple of 2 MiB is THP-aligned (__get_unmapped_area),
+    and so is a file mapping covering at least one 2 MiB-aligned stretch of the file
+    (thp_get_unmapped_area, which ext4 uses: its page cache holds large folios); shared anonymous memory
+    (shmem with huge pages off) is not.
+    """
+    pmd = PageSize.SIZE_2M.bytes
+    if file is None:
+        return pmd if not shared and length % pmd == 0 else PAGE_SIZE
+    first = page_align(offset, pmd)
+    end = (offset + length) & ~(pmd - 1)
+    return pmd if end - first >= pmd else PAGE_SIZE
 
 
 # --- system calls -----------------------------------------------------------------
@@ -148,7 +168,8 @@ def do_mmap(k, task, addr: int, length: int, prot: int, flags: int, file=None, o
             raise SyscallError("EINVAL", f"MAP_FIXED address {addr:#x}")
         do_munmap(k, task, addr, length)
     else:
-        addr = get_unmapped_area(mm, length, psz)
+        align = psz if psz != PAGE_SIZE else thp_alignment(file, shared, length, offset)
+        addr = get_unmapped_area(mm, length, align, offset)
         if addr is None:
             raise SyscallError("ENOMEM", "no room in the address space")
     vflags = vm_flags(prot, shared)
@@ -202,6 +223,44 @@ def do_munmap(k, task, addr: int, length: int) -> None:
         k.flush_tlb_range(mm, addr, end, victims[0].page_size.bytes)
         if mm.pt.free_empty_tables():
             k.flush_tlb_mm(mm)  # freed page-table pages: drop the page-walk cache too
+
+
+def do_mremap(k, task, addr: int, old_len: int, new_len: int) -> int:
+    """mremap(2) with MREMAP_MAYMOVE (mm/mremap.c): shrink in place, grow in place when the VMA can
+    be extended (vma_expandable), else move: a new VMA from get_unmapped_area and the page-table
+    entries moved to it (move_page_tables), so no page is copied or faulted.  Returns the new address."""
+    mm = task.mm
+    old_len, new_len = page_align(old_len), page_align(new_len)
+    vma = find_vma(mm, addr)
+    if addr % PAGE_SIZE or not new_len or vma is None or vma.start > addr or addr + old_len > vma.end:
+        raise SyscallError("EFAULT" if vma is None or vma.start > addr else "EINVAL",
+                           f"mremap({addr:#x}, {old_len}, {new_len})")
+    if vma.is_hugetlb:
+        raise SyscallError("EINVAL", "mremap of hugetlb memory")
+    if new_len <= old_len:
+        if new_len < old_len:
+            do_munmap(k, task, addr + new_len, old_len - new_len)
+        return addr
+    if vma.is_anonymous and not vma.shared and not vm_enough_memory(k, (new_len - old_len) // PAGE_SIZE):
+        raise SyscallError("ENOMEM", f"mremap to {new_len} bytes exceeds RAM + swap (heuristic overcommit)")
+    nxt = find_vma(mm, vma.end)
+    if vma.end == addr + old_len and (nxt is None or nxt.start >= addr + new_len) and addr + new_len <= TASK_SIZE:
+        vma.end = addr + new_len  # vma_expandable(): grow in place
+        return addr
+    offset = vma.pgoff * PAGE_SIZE + (addr - vma.start)
+    new = get_unmapped_area(mm, new_len, thp_alignment(vma.file, vma.shared, new_len, offset), offset)
+    if new is None or not k.ensure_free(4 + old_len // (512 * PAGE_SIZE), task):
+        raise SyscallError("ENOMEM", "mremap: no room to move the mapping")
+    src = vmas_in(k, mm, addr, addr + old_len)[0]
+    moved = VMA(new, new + new_len, src.flags, src.file, src.pgoff, src.mapping, src.name, src.page_size,
+                src.resv_owner, ino=src.ino, anon_vma=src.anon_vma)
+    insert_vma(k, mm, moved)
+    move_page_tables(k, task, addr, new, old_len)
+    remove_vma(k, mm, src)
+    k.flush_tlb_range(mm, addr, addr + old_len)
+    if mm.pt.free_empty_tables():
+        k.flush_tlb_mm(mm)
+    return new
 
 
 def do_brk(k, task, new_brk: int) -> int:

@@ -4,8 +4,10 @@ Each topic reads ``k.decisions`` (model/mm/kernel.py: DecisionLog), filled in as
 the run happened, and names the Linux or glibc function whose rule it
 followed:
 
-- malloc: brk or mmap (glibc malloc/malloc.c ``_int_malloc()``/``sysmalloc()``:
-  mmap when nb >= mp_.mmap_threshold, the dynamic threshold in ``free()``),
+- malloc: tcache, free chunk, top chunk, brk or mmap (glibc malloc/malloc.c
+  ``_int_malloc()``/``sysmalloc()``: mmap only when nothing in the heap holds
+  nb and nb >= mp_.mmap_threshold; the dynamic threshold in ``__libc_free()``;
+  trimming in ``_int_free()``),
 - available: MemAvailable term by term (``si_mem_available()``) and free's
   used under both procps definitions; this one is the calculation /proc/meminfo
   makes when it is read, so it is shown for the end of the run,
@@ -22,7 +24,8 @@ from itertools import groupby
 
 from model.proc import show_mem
 from model.user import procps
-from model.user.malloc import DEFAULT_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD_MAX, DEFAULT_TOP_PAD, MINSIZE, SIZE_SZ
+from model.user.malloc import (DEFAULT_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD_MAX, DEFAULT_MXFAST, DEFAULT_TOP_PAD,
+                               FASTBIN_CONSOLIDATION_THRESHOLD, MINSIZE, SIZE_SZ, TCACHE_FILL_COUNT)
 from model.x86.pte import PAGE_SHIFT
 
 TOPICS = ("malloc", "available", "reclaim", "oom")
@@ -48,23 +51,34 @@ def _line(where: str) -> str:
 
 def _malloc_reason(d) -> str:
     x = d.detail
-    if d.outcome in ("munmap", "free", "trim"):
+    if d.outcome in ("munmap", "free", "trim", "tcache-free", "fastbin-free"):
         return _free_reason(d)
+    if d.outcome == "mremap":
+        how = ("the same number of pages: nothing to do" if x["new_size"] == x["size"] else
+               f"mremap({x['size']} -> {x['new_size']}, MREMAP_MAYMOVE)"
+               + (", moved to a new address" if x["moved"] else ", in place"))
+        return f"realloc({x['n']}) of an mmapped chunk: mremap_chunk() to page_align(nb + SIZE_SZ): {how}"
     head = f"malloc({x['n']}): nb = request2size({x['n']}) = {x['nb']}"
-    if d.outcome in ("mmap", "enomem") and x["nb"] >= x["threshold"]:
-        tail = (f"mmap({x['size']}) of its own (page_align(nb + SIZE_SZ {SIZE_SZ}))" if d.outcome == "mmap"
-                else f"mmap({x['size']}) failed: NULL (ENOMEM)")
-        return f"{head} >= mmap_threshold {x['threshold']} -> {tail}"
-    head += f" < mmap_threshold {x['threshold']} -> the heap: "
+    if x.get("tcache"):
+        head = f"tcache_init(), the first call's {head}"
+    if d.outcome == "tcache":
+        return head + ": a chunk of exactly that size waits in the tcache, no system call"
     if d.outcome == "heap" and "chunk_size" in x:
-        return head + f"reused a free chunk of {x['chunk_size']} bytes, no system call"
+        where = "a fastbin" if x.get("bin") == "fastbin" else "the free chunks (best fit)"
+        return head + f": reused a free chunk of {x['chunk_size']} bytes from {where}, no system call"
     if d.outcome == "heap":
-        return head + f"carved from the top chunk ({x['top']} bytes), no system call"
+        rule = (f" (nb >= mmap_threshold {x['threshold']}, but _int_malloc() uses the top before sysmalloc() "
+                f"considers mmap)" if x["nb"] >= x["threshold"] else "")
+        return head + f": carved from the top chunk ({x['top']} bytes >= nb + MINSIZE {MINSIZE}){rule}, no system call"
+    short = f": no free chunk fits and the top chunk ({x['top']} bytes) is smaller than nb + MINSIZE, so sysmalloc()"
+    if d.outcome in ("mmap", "enomem"):
+        tail = (f"mmaps it on its own, mmap({x['size']}) = page_align(nb + SIZE_SZ {SIZE_SZ})"
+                if d.outcome == "mmap" else f"tried mmap({x['size']}): failed, NULL (ENOMEM)")
+        return head + short + f", as nb >= mmap_threshold {x['threshold']}, {tail}"
     if d.outcome == "brk":
-        return head + (f"the top chunk ({x['top']} bytes) is smaller than nb + MINSIZE {MINSIZE}, so "
-                       f"sysmalloc() grew it with brk(+{x['grow']}) = page_align(nb + M_TOP_PAD "
-                       f"{DEFAULT_TOP_PAD} + MINSIZE - top)")
-    return head + f"brk was refused, so sysmalloc() fell back to mmap({x['size']})"
+        return head + short + (f", as nb < mmap_threshold {x['threshold']}, grew the top with brk(+{x['grow']}) "
+                               f"= page_align(nb + M_TOP_PAD {DEFAULT_TOP_PAD} + MINSIZE - top)")
+    return head + short + f" found brk refused and fell back to mmap({x['size']})"
 
 
 def _free_reason(d) -> str:
@@ -73,14 +87,23 @@ def _free_reason(d) -> str:
         raised = x["new_threshold"] != x["threshold"]
         rule = (f"{x['size']} > mmap_threshold {x['threshold']}: the dynamic threshold is now {x['new_threshold']} "
                 f"and trim_threshold {2 * x['new_threshold']}" if raised else
-                f"mmap_threshold stays {x['threshold']} (raised only by a larger chunk, up to "
-                f"{DEFAULT_MMAP_THRESHOLD_MAX >> 20} MiB)")
+                f"mmap_threshold stays {x['threshold']} (raised only when chunksize_nomask = size | IS_MMAPPED is "
+                f"above it and at most DEFAULT_MMAP_THRESHOLD_MAX {DEFAULT_MMAP_THRESHOLD_MAX})")
         return f"free() of an mmapped chunk of {x['size']} -> munmap at once; {rule}"
+    if d.outcome == "tcache-free":
+        return (f"free() of a chunk of {x['size']}: into the tcache ({x['count']} of {TCACHE_FILL_COUNT} of that "
+                f"size), still in use for the heap: never merged, never trimmed, no system call")
+    if d.outcome == "fastbin-free":
+        return (f"free() of a chunk of {x['size']} <= {DEFAULT_MXFAST}: into a fastbin, not merged until a "
+                f"consolidation, no system call")
     if d.outcome == "trim":
-        return (f"free() of a heap chunk of {x['size']}: the top chunk ({x['top']} bytes) reached trim_threshold "
-                f"{x['trim_threshold']}, so systrim() lowered the break by {x['trim']}")
-    return (f"free() of a heap chunk of {x['size']}: kept for reuse (top chunk {x['top']} bytes < trim_threshold "
-            f"{x['trim_threshold']}), no system call")
+        return (f"free() of a heap chunk of {x['size']}: merged into {x['merged']} bytes >= "
+                f"FASTBIN_CONSOLIDATION_THRESHOLD {FASTBIN_CONSOLIDATION_THRESHOLD}, and the top chunk ({x['top']} "
+                f"bytes) reached trim_threshold {x['trim_threshold']}, so systrim() lowered the break by {x['trim']}")
+    why = (f"merged chunk {x['merged']} < FASTBIN_CONSOLIDATION_THRESHOLD {FASTBIN_CONSOLIDATION_THRESHOLD}, "
+           f"so no trim is tried" if x["merged"] < FASTBIN_CONSOLIDATION_THRESHOLD else
+           f"top chunk {x['top']} bytes < trim_threshold {x['trim_threshold']}")
+    return f"free() of a heap chunk of {x['size']}: kept for reuse ({why}), no system call"
 
 
 def _malloc_group(d) -> tuple:
@@ -90,10 +113,12 @@ def _malloc_group(d) -> tuple:
 
 def why_malloc(k) -> str:
     decisions = list(k.decisions.entries.get("malloc", ()))
-    out = [f"glibc malloc/malloc.c: _int_malloc() serves nb = request2size(n) from the heap (a free chunk, else "
-           f"the top chunk, grown by sysmalloc() with brk) unless nb >= mp_.mmap_threshold, when sysmalloc() "
-           f"mmaps the chunk on its own.  The threshold starts at M_MMAP_THRESHOLD {DEFAULT_MMAP_THRESHOLD} and "
-           f"free() of a larger mmapped chunk raises it to that chunk's size (the dynamic threshold).\n"]
+    out = [f"glibc malloc/malloc.c: __libc_malloc() returns a tcache chunk of size nb = request2size(n) if one "
+           f"waits there; else _int_malloc() tries a fastbin, the free chunks, then the top chunk, and only when "
+           f"none holds nb does sysmalloc() either mmap the chunk on its own (nb >= mp_.mmap_threshold) or grow "
+           f"the top with brk.  The threshold starts at M_MMAP_THRESHOLD {DEFAULT_MMAP_THRESHOLD} and free() of "
+           f"a larger mmapped chunk raises it to that chunk's size (the dynamic threshold).  The first call also "
+           f"takes the tcache's own chunk (tcache_init).\n"]
     if not decisions:
         return out[0] + "  no malloc or free in this run\n"
     out.append(_held_note(k, "malloc"))

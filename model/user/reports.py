@@ -90,6 +90,10 @@ _MALLOC_EVENT = {
     "munmap": lambda d: f"munmap {_bytes(d['size'])}",
     "trim": lambda d: f"brk -{_bytes(d['trim'])}",
     "free": lambda d: "",
+    "tcache": lambda d: "tcache",
+    "tcache-free": lambda d: "",
+    "fastbin-free": lambda d: "",
+    "mremap": lambda d: f"mremap {_bytes(d['size'])} -> {_bytes(d['new_size'])}",
 }
 
 

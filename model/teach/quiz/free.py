@@ -50,16 +50,21 @@ def _kib(n: int) -> str:
 def _describe(d) -> str:
     """One malloc decision (model/user/malloc.py logs the numbers it compared) in a few words."""
     x = d.detail
+    first = "tcache_init: " if x.get("tcache") else ""
     if d.outcome == "mmap":
-        return f"mmap {_kib(x['size'])} (chunk {_kib(x['nb'])} >= threshold {_kib(x['threshold'])})"
+        return f"mmap {_kib(x['size'])} (top too small, chunk {_kib(x['nb'])} >= threshold {_kib(x['threshold'])})"
     if d.outcome == "brk":
-        return f"heap: top too small, brk +{_kib(x['grow'])}"
+        return f"{first}top too small, brk +{_kib(x['grow'])}"
     if d.outcome == "heap":
-        return "heap: a free chunk" if "chunk_size" in x else "heap: carved from the top"
+        return f"{first}heap: a free chunk" if "chunk_size" in x else f"{first}heap: carved from the top"
+    if d.outcome == "tcache":
+        return "heap: a tcache chunk"
     if d.outcome == "munmap":
         return f"munmap {_kib(x['size'])}; threshold -> {_kib(x['new_threshold'])}"
+    if d.outcome in ("tcache-free", "fastbin-free"):
+        return f"kept in the {d.outcome.split('-')[0]}"
     if d.outcome == "free":
-        return f"back to the heap (top {_kib(x['top'])} < trim {_kib(x['trim_threshold'])})"
+        return f"back to the heap (merged {_kib(x['merged'])}, top {_kib(x['top'])}, trim {_kib(x['trim_threshold'])})"
     if d.outcome == "trim":
         return f"top {_kib(x['top'])} >= trim {_kib(x['trim_threshold'])}: brk -{_kib(x['trim'])}"
     return d.outcome
@@ -101,10 +106,13 @@ def make(seed: int, *, mem: int | None = None) -> Quiz:
     question = (
         f"A fresh machine with {mem_mb} MiB of RAM and no swap boots, and process app starts.  `free` shows:\n"
         + free_text(before_text)
-        + "\napp then runs (glibc malloc: a request of M_MMAP_THRESHOLD, 128 KiB, or more gets its own mmap and\n"
-        "free() unmaps it, raising the threshold to its size; smaller ones come from the brk heap, which grows\n"
-        "by the request plus a 128 KiB pad and keeps freed memory until its top exceeds M_TRIM_THRESHOLD\n"
-        "(128 KiB, then twice the mmap threshold); a page uses memory only once touched):\n"
+        + "\napp then runs (glibc 2.36 malloc: the first call takes a 656-byte tcache chunk from a new brk heap,\n"
+        "brk(+132 KiB); a request is carved from a free chunk or the heap's top when one holds it; otherwise a\n"
+        "request of M_MMAP_THRESHOLD, 128 KiB, or more gets its own mmap, and the heap grows by the request plus\n"
+        "a 128 KiB pad; free() unmaps an mmapped chunk, raising the threshold to its size, and trims the heap\n"
+        "only when it merges 64 KiB or more and the top exceeds M_TRIM_THRESHOLD (128 KiB, then twice the\n"
+        "threshold); glibc writes each chunk's size field and the top's, so malloc itself faults those pages\n"
+        "in; any other page uses memory only once touched):\n"
         + "".join(f"  {op}\n" for op in ops)
         + "\nWhat does `free` report afterwards for used, free and buff/cache (KiB)?\n")
     worked = (

@@ -1,4 +1,4 @@
-# description: malloc at or above M_MMAP_THRESHOLD (128K) gets its own mmap; free unmaps it at once
+# description: a malloc the heap's top cannot hold gets its own mmap at or above M_MMAP_THRESHOLD (128K); free unmaps it and raises the threshold
 boot mem=64M
 spawn app
 malloc small 64K
