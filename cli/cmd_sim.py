@@ -136,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     for f in R.RESULTS_DIR.glob("*.json"):
         f.unlink()
 
-    cmd = [sys.executable, "-m", "pytest", str(R.REGRESSION), "-q", "-p", "no:cacheprovider", "-p", "sim.records",
+    # by package name for gateways, which find it in their own installation (a path would have to be rsynced)
+    target = ["--pyargs", "sim.regression"] if args.tx else [str(R.REGRESSION)]
+    cmd = [sys.executable, "-m", "pytest", *target, "-q", "-p", "no:cacheprovider", "-p", "sim.records",
            "-o", "addopts=", "--no-header", "--show-capture=no"]
     if args.tx:
         cmd += [a for spec in args.tx for a in ("--tx", spec)] + ["--dist", "load"]
