@@ -8,10 +8,11 @@ STAMP   := $(VENV)/.installed
 SIM     ?= icarus
 SEED    ?=
 SEEDS   ?=
+TRANSLATIONS ?=
 WAVES   ?=
 CONFIG  ?=
 
-export SIM SEED SEEDS WAVES
+export SIM SEED SEEDS TRANSLATIONS WAVES
 
 .PHONY: all install test sim verilog bench clean check-iverilog
 
