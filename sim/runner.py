@@ -118,8 +118,8 @@ def _source_hash(cfg: MMUConfig, sim: str) -> str:
 # Simulator-specific build arguments; the recipe text is hashed into the stamp, so changing it rebuilds.
 _BUILD_ARGS = {
     "icarus": [],
-    # Amaranth's Verilog has `initial #0` kicks (Yosys' way to run always @* at time 0): --no-timing runs them
-    # at once; lint and style warnings are of generated code.
+    # hw.export adds `initial #0` kicks (the time-0 event Icarus needs, see icarus_time0_fix): --no-timing runs
+    # them at time 0; lint and style warnings are of generated code.
     "verilator": ["--no-timing", "-Wno-lint", "-Wno-style", "-Wno-STMTDLY"],
 }
 _BUILD_RECIPES = {sim: " ".join([sim, "-g2012 public-ports", *args]) for sim, args in _BUILD_ARGS.items()}
