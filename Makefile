@@ -14,7 +14,7 @@ CONFIG  ?=
 
 export SIM SEED SEEDS TRANSLATIONS WAVES
 
-.PHONY: all install test sim verilog bench clean check-iverilog
+.PHONY: all install test sim verilog bench clean check-iverilog wheel-check
 
 all: test
 
@@ -44,7 +44,10 @@ verilog: $(STAMP)
 	$(BIN)/mmu verilog --out build/mmu.v $(CONFIG)
 
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+wheel-check: check-iverilog
+	.ci/wheel-check
 
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis results.xml

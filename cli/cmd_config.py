@@ -1,7 +1,9 @@
-"""`mmu config`: print the MMU configuration that a set of options describes.
+"""`mmu config`: print the MMU configuration that a set of options describes (``--list-presets``: the presets).
 
 Also home of the option group every hardware-facing subcommand shares, so that
-`mmu verilog`, `mmu trace` and the regression spell configuration the same way.
+`mmu verilog`, `mmu trace`, `mmu explain` and `mmu sweep` spell configuration the
+same way: a base (``--preset NAME`` from ``model.config.PRESETS``, or ``--config
+FILE``, else the defaults), then the explicit options, which override it.
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ import argparse
 import json
 from pathlib import Path
 
-from model.config import DRAMTiming, MMUConfig, Policy, TLBConfig
+from model.config import PRESET_DOCS, DRAMTiming, MMUConfig, Policy, TLBConfig, preset
 from model.errors import UserError
 
 
+def add_base_args(group) -> None:
+    """The two ways to name a whole configuration; the options after them override it."""
+    group.add_argument("--preset", metavar="NAME", help="a named configuration (`mmu config --list-presets`)")
+    group.add_argument("--config", metavar="FILE", help="JSON file as printed by `mmu config`")
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("MMU configuration (defaults: model/config.py)")
-    g.add_argument("--config", metavar="FILE", help="JSON file as printed by `mmu config`; options below override it")
+    g = parser.add_argument_group("MMU configuration (defaults: model/config.py; options override the base)")
+    add_base_args(g)
     for tlb in ("itlb", "dtlb"):
         g.add_argument(f"--{tlb}-entries", type=int, metavar="N")
         g.add_argument(f"--{tlb}-ways", type=int, metavar="W")
@@ -28,7 +36,13 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dram-latency", type=int, metavar="CYCLES")
 
 
-def config_from_args(args: argparse.Namespace) -> MMUConfig:
+def base_config(args: argparse.Namespace) -> MMUConfig:
+    """The configuration ``--preset`` or ``--config`` names, else the defaults."""
+    name = getattr(args, "preset", None)
+    if name is not None and getattr(args, "config", None):
+        raise UserError(f"--preset {name} and --config {args.config}: give one base configuration, not both")
+    if name is not None:
+        return preset(name)
     base = {}
     if getattr(args, "config", None):
         path = Path(args.config)
@@ -40,7 +54,11 @@ def config_from_args(args: argparse.Namespace) -> MMUConfig:
             raise UserError(f"--config {path}: not JSON (line {e.lineno}: {e.msg})") from None
         if not isinstance(base, dict):
             raise UserError(f"--config {path}: must hold one JSON object")
-    cfg = MMUConfig.from_dict(base)
+    return MMUConfig.from_dict(base)
+
+
+def config_from_args(args: argparse.Namespace) -> MMUConfig:
+    cfg = base_config(args)
     tlbs = {}
     for tlb in ("itlb", "dtlb"):
         t: TLBConfig = getattr(cfg, tlb)
@@ -63,11 +81,19 @@ def config_from_args(args: argparse.Namespace) -> MMUConfig:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("config", help="print the MMU configuration as JSON")
+    p = sub.add_parser("config", help="print the MMU configuration as JSON, or list the presets",
+                       description="Print the MMUConfig that the options describe (a preset, then overrides) as "
+                                   "JSON: the object the hardware, the reference MMU and the testbench all take.")
+    p.add_argument("--list-presets", action="store_true", help="one line per preset: its name and what it is for")
     add_config_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_presets:
+        width = max(map(len, PRESET_DOCS))
+        for name, doc in PRESET_DOCS.items():
+            print(f"{name:<{width}}  {doc}")
+        return 0
     print(json.dumps(config_from_args(args).to_dict(), indent=2))
     return 0

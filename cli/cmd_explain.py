@@ -6,7 +6,10 @@
 VADDR is a number (0x-hex or decimal) or, with a workload, a variable of the
 process (``malloc buf 64K`` makes ``buf``).  The same translation is made twice
 on a fresh MMU, so the output shows the cold walk and the warm TLB hit, and
-their cost in cycles on the Amaranth design (sim/hw_timing.py).
+their cost in cycles on the Amaranth design (sim/pysim.py).  With a workload and
+``--user``, a page fault is followed into the kernel model: the Linux path that handled
+it, what it mapped, the shootdown, ``used`` before and after, and the retried walk
+(model/teach/fault_path.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from cli.arguments import comma_list
 from cli.cmd_config import add_config_args, config_from_args
 from model.errors import UserError
 from model.mm.mmap import find_vma
@@ -28,6 +32,7 @@ from model.teach.explain import (
     vaddr_str,
 )
 from model.user.workload import run_workload
+from model.x86.pte import FaultKind
 
 
 def register(sub) -> None:
@@ -90,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
         mem, ctrl = demo_address_space(cfg.maxphyaddr)
     ctrl = dataclasses.replace(ctrl, wp=not args.no_wp, nxe=not args.no_nxe, smep=args.smep, smap=args.smap)
     vaddr = _address(addr_text, task)
-    warmup = tuple(_address(a, task) for a in args.after.split(",") if a)
+    warmup = tuple(_address(a, task) for a in comma_list("after", args.after)) if args.after else ()
     ex = explain(mem, ctrl, vaddr, access, args.user, cfg, warmup=warmup)
     if not args.no_hw:
-        from sim.hw_timing import time_translations  # Amaranth is imported only when needed
+        from sim.pysim import time_translations  # Amaranth is imported only when needed
         ex.hw, _ = time_translations(cfg, mem, ctrl, ex.requests())
     if task is None:
         print("Address space: the built-in demo (mmu explain --help lists its mappings).")
@@ -106,4 +111,24 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"VMA: {vma.start:08x}-{vma.end:08x} {vma.perms()} {vma_name(task.mm, vma)[0]}".rstrip())
     print(ex.render(), end="")
+    if task is not None:
+        print()
+        print(_kernel_side(k, task, ex, cfg), end="")
     return 1 if ex.mismatches() else 0
+
+
+def _kernel_side(k, task, ex, cfg) -> str:
+    """What happens after the hardware's answer: the kernel's fault handling and the retried walk."""
+    from model.teach.fault_path import fault_to_follow, follow_fault
+
+    r = ex.first.response
+    if r.fault == FaultKind.NONCANONICAL:
+        return ("The kernel's side: #GP is not a page fault; for a user access the kernel sends SIGSEGV "
+                "(general protection) and the process dies.\n")
+    code = fault_to_follow(ex)
+    if code is None:
+        return "The kernel's side: nothing to do, the translation succeeded.\n"
+    if not ex.user:
+        return ("The kernel's side: not followed. A supervisor access that faults is the kernel's own: Linux resolves "
+                "it only inside uaccess helpers (copy_from_user), else it oopses; use --user for a process's access.\n")
+    return follow_fault(k, task, ex.vaddr, ex.access, ex.user, code, cfg).render()

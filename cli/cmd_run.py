@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.arguments import comma_list
 from model.errors import UserError
 from model.teach import why
 from model.user import reports
@@ -32,10 +33,12 @@ def sizes(args) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run a workload on the golden kernel model")
+    p = sub.add_parser("run", help="run a workload on the golden kernel model",
+                       description="Run a workload (a named one or a file in the format of docs/kernel.md) on the "
+                                   "golden kernel: what each line did, then the reports asked for.")
     add_kernel_args(p)
     p.add_argument("--list", action="store_true", help="list the named workloads and exit")
-    p.add_argument("--report", default="", metavar="KINDS",
+    p.add_argument("--report", metavar="KINDS",
                    help=f"comma-separated reports after the run: {','.join(reports.KINDS)} (default: none)")
     p.add_argument("--why", action="store_true",
                    help="explain malloc's brk/mmap choices, MemAvailable, reclaim and the OOM killer of this run")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.workload:
         raise UserError("run: name a WORKLOAD (mmu run --list shows the named ones)")
-    kinds = [k for k in args.report.split(",") if k]
+    kinds = comma_list("report", args.report) if args.report is not None else []
     for kind in kinds:
         if kind not in reports.KINDS:
             raise UserError(f"--report {kind!r}: one of {', '.join(reports.KINDS)}")

@@ -53,7 +53,10 @@ FAULT_NAMES = {
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sim", help="run the co-simulation regression on Icarus or Verilator and print a summary")
+    p = sub.add_parser("sim", help="run the co-simulation regression on Icarus or Verilator and print a summary",
+                       description="Run the co-simulation regression (directed, random and full-system cocotb tests, "
+                                   "every response checked against the reference MMU) on Icarus or Verilator and "
+                                   "print its summary.")
     p.add_argument("--sim", choices=backend.SIMULATORS, help="simulator (default: $SIM, else icarus)")
     p.add_argument("--seed", type=str, metavar="N", help="seed of every test (default: $SEED, else a fresh one)")
     p.add_argument("--seeds", type=int, metavar="N", help="run every random test with N seeds: SEED, SEED+1, ...")
@@ -84,6 +87,9 @@ def _seed_text(args) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.results:
+        if not Path(args.results).is_dir():
+            raise UserError(f"--results {args.results}: not a directory (the records of an earlier mmu sim run are "
+                            f"in {R.RESULTS_DIR})")
         recs = records.load(Path(args.results))
         print(report(recs, seed=None, wall=None, pytest_rc=None))
         return 0 if recs and all(r.get("passed") for r in recs) else 1

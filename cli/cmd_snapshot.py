@@ -25,7 +25,9 @@ from model.user.workload import run_workload
 
 
 def register(sub) -> None:
-    p = sub.add_parser("snapshot", help="run a workload and write phys.bin, mappings.json, meminfo, free.txt")
+    p = sub.add_parser("snapshot", help="run a workload and write phys.bin, mappings.json, meminfo, free.txt",
+                       description="Run a workload and write the machine's state for offline tools: the raw "
+                                   "physical memory image, every live mapping, meminfo and free.")
     add_kernel_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write (created if missing)")
     p.set_defaults(func=run)

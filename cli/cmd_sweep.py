@@ -12,11 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.cmd_config import config_from_args
+from cli.arguments import comma_list
+from cli.cmd_config import add_base_args, config_from_args
 from model.config import ConfigError, Policy
 from model.errors import UserError
-from replay.lackey import read_lackey
-from replay.sweep import CycleModel, format_table, make_points, plot, sweep, to_json
 
 RULES = {
     "entries": "TLB entries are powers of two (1, 2, 4, ...)",
@@ -27,16 +26,6 @@ RULES = {
 
 def _pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
-
-
-def _items(option: str, text: str) -> list[str]:
-    items = [s.strip() for s in text.split(",")]
-    if "" in items:
-        raise UserError(f"--{option} {text!r}: a comma-separated list with no empty items")
-    for s in items:
-        if items.count(s) > 1:
-            raise UserError(f"--{option} {text!r}: {s} is listed twice; list each value once")
-    return items
 
 
 def _int(option: str, s: str, ok) -> int:
@@ -50,17 +39,17 @@ def _int(option: str, s: str, ok) -> int:
 
 
 def parse_entries(text: str) -> list[int]:
-    return [_int("entries", s, _pow2) for s in _items("entries", text)]
+    return [_int("entries", s, _pow2) for s in comma_list("entries", text)]
 
 
 def parse_ways(text: str) -> list[int | None]:
     """Ways per list item; None is 'full'."""
-    return [None if s.lower() == "full" else _int("ways", s, _pow2) for s in _items("ways", text)]
+    return [None if s.lower() == "full" else _int("ways", s, _pow2) for s in comma_list("ways", text)]
 
 
 def parse_policies(text: str) -> list[Policy]:
     policies = []
-    for s in _items("policy", text):
+    for s in comma_list("policy", text):
         try:
             policies.append(Policy.parse(s))
         except ConfigError:
@@ -69,7 +58,7 @@ def parse_policies(text: str) -> list[Policy]:
 
 
 def parse_pwcs(text: str) -> list[int]:
-    return [_int("pwc", s, lambda n: n == 0 or _pow2(n)) for s in _items("pwc", text)]
+    return [_int("pwc", s, lambda n: n == 0 or _pow2(n)) for s in comma_list("pwc", text)]
 
 
 def register(sub) -> None:
@@ -79,9 +68,9 @@ def register(sub) -> None:
                     "policy and page-walk-cache size; print the ITLB and DTLB hit rates, DRAM reads per walk "
                     "and cycles per translation, and write plots. The ITLB stays at the base configuration. "
                     "Fully associative LRU comes from LRU stack distances (every size in one pass); the rest "
-                    "from the exact folded replay of `mmu trace`. Cycles: a hit costs 1; a miss "
-                    f"{CycleModel.MISS_FIXED} + (L + 1) x DRAM reads + A/D writes, with L the fixed DRAM "
-                    "latency (the Amaranth MMU's timing, docs/hardware.md).")
+                    "from the exact folded replay of `mmu trace`. Cycles: a hit costs 1; a miss a fixed "
+                    "overhead + (L + 1) x DRAM reads + A/D writes, with L the fixed DRAM latency (the Amaranth "
+                    "MMU's timing, docs/hardware.md; the table's header prints the formula).")
     p.add_argument("file", metavar="TRACE", help="lackey trace file (.gz is read transparently)")
     p.add_argument("--entries", default="8,16,32,64,128", metavar="LIST",
                    help="DTLB entries, powers of two (default: %(default)s)")
@@ -95,7 +84,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress bar (it is shown only when stderr is a terminal)")
     g = p.add_argument_group("base configuration (ITLB, DRAM; defaults: model/config.py)")
-    g.add_argument("--config", metavar="FILE", help="JSON file as printed by `mmu config`")
+    add_base_args(g)
     for f in ("entries", "ways"):
         g.add_argument(f"--itlb-{f}", type=int, metavar="N")
     g.add_argument("--itlb-policy", choices=[p.value for p in Policy])
@@ -107,6 +96,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from replay.lackey import read_lackey  # numpy and matplotlib: imported when a sweep runs
+    from replay.sweep import CycleModel, format_table, make_points, plot, sweep, to_json
+
     entries, ways = parse_entries(args.entries), parse_ways(args.ways)
     policies, pwcs = parse_policies(args.policies), parse_pwcs(args.pwcs)
     base = config_from_args(args)

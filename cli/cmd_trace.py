@@ -21,10 +21,6 @@ from cli.cmd_config import add_config_args, config_from_args
 from model.config import MMUConfig
 from model.errors import UserError
 from model.x86.pte import Access
-from replay.lackey import read_lackey
-from replay.trace_replay import replay
-from sim import runner as R
-from sim.trace_cosim import HW_KEYS, RESULTS_DIR, run_on_hardware, trace_prefix
 
 
 def register(sub) -> None:
@@ -59,6 +55,10 @@ def _describe(trace, total: int, pages: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from replay.lackey import read_lackey  # numpy; cocotb only with --hw
+    from replay.trace_replay import replay
+    from sim.trace_cosim import trace_prefix
+
     cfg = config_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit}: must be a positive number of page accesses")
@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
+    from sim import runner as R
+
     text = args.seed if args.seed is not None else os.environ.get("SEED", "").strip()
     if not text:
         return R.fresh_seed()
@@ -103,6 +105,9 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def run_hw(args: argparse.Namespace, cfg, trace, total: int) -> int:
+    from sim import runner as R
+    from sim.trace_cosim import HW_KEYS, RESULTS_DIR, run_on_hardware
+
     seed = _seed(args)
     argv = ["mmu", "trace", args.file, "--hw"] + (["--limit", str(args.limit)] if args.limit else [])
     if cfg != MMUConfig():  # the whole configuration in one file, so that the command replays it exactly

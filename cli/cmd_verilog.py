@@ -16,7 +16,9 @@ from model.errors import UserError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("verilog", help="write the MMU top as Verilog (for Icarus or synthesis)")
+    p = sub.add_parser("verilog", help="write the MMU top as Verilog (for Icarus or synthesis)",
+                       description="Convert the Amaranth MMU of a configuration to one self-contained Verilog file "
+                                   "(clock clk, synchronous active-high reset rst).")
     p.add_argument("--out", required=True, metavar="FILE", help="Verilog file to write (parent directories are created)")
     p.add_argument("--name", default="mmu_top", help="top module name (default: mmu_top)")
     add_config_args(p)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.arguments import comma_list
 from cli.cmd_run import add_kernel_args, sizes
 from model.errors import UserError
 from model.teach import why
@@ -42,7 +43,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("free", add_help=False, help="run a workload and print free (procps-ng)")
+    p = sub.add_parser("free", add_help=False, help="run a workload and print free (procps-ng)",
+                       description="Run a workload, then print what procps-ng's free prints for the model's "
+                                   "/proc/meminfo (4.x, or 3.3.17 with --procps 3.3).")
     _common(p)
     units = p.add_mutually_exclusive_group()
     for short, long, unit, si in _FREE_UNITS:
@@ -58,14 +61,15 @@ def register(sub) -> None:
     p.add_argument("-t", "--total", action="store_true", help="show a total for RAM + swap")
     p.add_argument("-v", "--committed", action="store_true", help="show committed memory and commit limit")
     p.add_argument("--procps", choices=procps.PROCPS_VERSIONS, default="4",
-                   help="used = MemTotal - MemAvailable (4, procps-ng 4.0.1+) or MemTotal - MemFree - Buffers - "
-                        "Cache (3.3), with that version's layout (default 4)")
+                   help="print what procps-ng 4.0.2 (4, used = MemTotal - MemAvailable) or 3.3.17 (3.3, used = "
+                        "MemTotal - MemFree - Buffers - Cache, older -h rounding) prints (default 4)")
     p.add_argument("--watch", action="store_true",
                    help="a row per workload operation: free's numbers after each line and what the kernel did")
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.set_defaults(func=run_free)
 
-    p = sub.add_parser("top", help="run a workload and print top -b -n 1 (procps-ng 4)")
+    p = sub.add_parser("top", help="run a workload and print top -b -n 1 (procps-ng 4)",
+                       description="Run a workload, then print top -b -n 1 of the model's processes (procps-ng 4).")
     _common(p)
     p.add_argument("-E", dest="scale", choices=tuple(procps.TOP_SCALES), default="m",
                    help="summary memory unit (default m: MiB)")
@@ -75,7 +79,8 @@ def register(sub) -> None:
                         f"of {','.join(procps.TOP_FIELDS)}".replace("%", "%%"))
     p.set_defaults(func=run_top)
 
-    p = sub.add_parser("vmstat", help="run a workload and print vmstat (procps-ng 4)")
+    p = sub.add_parser("vmstat", help="run a workload and print vmstat (procps-ng 4)",
+                       description="Run a workload, then print vmstat (procps-ng 4) over the model's /proc files.")
     _common(p)
     p.add_argument("-a", "--active", action="store_true", help="inactive/active memory instead of buff/cache")
     p.add_argument("-w", "--wide", action="store_true", help="wide output")
@@ -84,13 +89,15 @@ def register(sub) -> None:
     p.add_argument("-S", "--unit", default="K", metavar="UNIT", help="b, k (1000), K (1024, default), m or M")
     p.set_defaults(func=run_vmstat)
 
-    p = sub.add_parser("maps", help="run a workload and print /proc/PID/maps of one process")
+    p = sub.add_parser("maps", help="run a workload and print /proc/PID/maps of one process",
+                       description="Run a workload, then print /proc/PID/maps of one live process.")
     _common(p)
     p.add_argument("pid", metavar="PID", help="a live process at the end of the run: its pid or its name")
     p.set_defaults(func=run_maps)
 
     for name in ("buddyinfo", "slabinfo"):
-        p = sub.add_parser(name, help=f"run a workload and print /proc/{name}")
+        p = sub.add_parser(name, help=f"run a workload and print /proc/{name}",
+                           description=f"Run a workload, then print the model's /proc/{name}.")
         _common(p)
         p.set_defaults(func=run_file, kind=name)
 
@@ -109,7 +116,7 @@ def _finish(k, args, text: str) -> int:
 
 
 def run_free(args) -> int:
-    unit, si = args.unit_si or ("k", False)
+    unit, si = args.unit_si or (None, False)
     si = si or args.si
     if args.watch:
         def watch(k):
@@ -122,7 +129,7 @@ def run_free(args) -> int:
 
 def run_top(args) -> int:
     fields = {"default": procps.DEFAULT_FIELDS, "mem": procps.MEMORY_FIELDS}.get(args.fields)
-    fields = fields or tuple(f for f in args.fields.split(",") if f)
+    fields = fields or tuple(comma_list("fields", args.fields))
     procps.check_top_fields(fields, args.sort)  # before the run, which may take a while
     k = _run(args)
     return _finish(k, args, reports.view(k, "top", fields=fields, sort=args.sort, scale=args.scale))
@@ -140,6 +147,10 @@ def run_vmstat(args) -> int:
         text = reports.view(k, "vmstat", mode="forks")
     else:
         text = reports.view(k, "vmstat", active=args.active, wide=args.wide, unit=args.unit)
+        seconds = k.cputime.jiffies / 100
+        print(f"si, so, bi, bo, in and cs are per second of the model's CPU clock since boot: one 10 ms tick "
+              f"(USER_HZ 100) per workload operation, {k.cputime.jiffies} ticks = {seconds:g} s in this run; the "
+              f"model has no wall clock", file=sys.stderr)
     return _finish(k, args, text)
 
 

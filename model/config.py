@@ -2,7 +2,9 @@
 
 The same object parameterises the Amaranth design (`hw/`), the reference MMU
 (`model/reference/ref_mmu.py`) and the testbench (`sim/`), so changing one value here
-changes all three together.  Every rule is checked in ``__post_init__`` so an
+changes all three together.  ``PRESETS`` names the configurations the regression,
+the hardware tests and the benches share (``--preset NAME`` on every command that
+takes a configuration).  Every rule is checked in ``__post_init__`` so an
 impossible configuration is refused with a message naming the field and the
 rule, before any hardware is elaborated.
 """
@@ -80,6 +82,9 @@ class TLBConfig:
         return self.sets.bit_length() - 1
 
 
+MAX_DRAM_CYCLES = 1024  # any one DRAM timing parameter
+
+
 @dataclass(frozen=True)
 class DRAMTiming:
     """Latency of the DRAM model behind the memory port, in MMU clock cycles.
@@ -105,12 +110,19 @@ class DRAMTiming:
         if self.kind not in ("fixed", "ddr"):
             raise ConfigError(f"dram kind {self.kind!r}: must be 'fixed' or 'ddr'")
         for name in ("latency", "tRCD", "tCL", "tRP", "jitter"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"dram {name}={getattr(self, name)}: must be >= 0")
+            if not 0 <= getattr(self, name) <= MAX_DRAM_CYCLES:
+                raise ConfigError(f"dram {name}={getattr(self, name)}: must be 0..{MAX_DRAM_CYCLES} cycles "
+                                  "(DRAM answers in tens to hundreds of MMU cycles; more only slows the simulators)")
         if not _is_pow2(self.banks) or not _is_pow2(self.row_bytes) or self.row_bytes < 8:
             raise ConfigError("dram banks and row_bytes: must be powers of two (row_bytes >= 8)")
         if not 0.0 <= self.ready_drop < 1.0:
             raise ConfigError(f"dram ready_drop={self.ready_drop}: must be in [0, 1)")
+
+    @property
+    def worst_read_cycles(self) -> int:
+        """The longest one read can take: what a testbench's no-progress timeout must allow per access."""
+        base = self.latency if self.kind == "fixed" else self.tRP + self.tRCD + self.tCL
+        return base + self.jitter
 
 
 @dataclass(frozen=True)
@@ -156,3 +168,43 @@ class MMUConfig:
             return cls(**d)
         except TypeError as e:
             raise ConfigError(f"config: {e}") from None
+
+
+
+T = TLBConfig
+# (name, why it exists, configuration): the one table of named configurations.
+_PRESET_TABLE: tuple[tuple[str, str, MMUConfig], ...] = (
+    ("default", "the model/config.py defaults: ITLB 16 entries fully associative LRU, DTLB 32 x 4-way PLRU, PWC 8",
+     MMUConfig()),
+    ("fa_lru", "fully associative LRU TLBs: one set, every lookup compares every way",
+     MMUConfig(itlb=T(8, 8, Policy.LRU, 4), dtlb=T(16, 16, Policy.LRU, 4))),
+    ("fifo4", "small 4-way FIFO TLBs, so that replacement happens often; 4-bit ids wrap every 16 requests",
+     MMUConfig(itlb=T(8, 4, Policy.FIFO, 2), dtlb=T(16, 4, Policy.FIFO, 2), id_bits=4)),
+    ("fifo64x4", "FIFO pointers in many sets: a 64-entry 4-way DTLB (16 sets) and a 2-way ITLB",
+     MMUConfig(itlb=T(16, 2, Policy.FIFO, 2), dtlb=T(64, 4, Policy.FIFO, 4))),
+    ("random", "LFSR (random) replacement with a non-default seed; MAXPHYADDR 44",
+     MMUConfig(itlb=T(8, 2, Policy.RANDOM, 2), dtlb=T(16, 4, Policy.RANDOM, 4), lfsr_seed=0x1D0F, maxphyaddr=44)),
+    ("nopwc", "page-walk cache off (every walk reads four levels), 2-way PLRU, MAXPHYADDR 36",
+     MMUConfig(itlb=T(8, 2, Policy.PLRU, 2), dtlb=T(16, 2, Policy.PLRU, 2), pwc_entries=0, maxphyaddr=36)),
+    ("tiny_m52", "the smallest legal design: 1- and 2-entry direct-mapped TLBs, a 1-entry PWC, 1-bit ids, "
+                 "MAXPHYADDR 52 (the widest)",
+     MMUConfig(itlb=T(1, 1, Policy.PLRU, 1), dtlb=T(2, 1, Policy.LRU, 1), pwc_entries=1, maxphyaddr=52,
+               id_bits=1)),
+    ("m32_plru", "MAXPHYADDR 32 (the narrowest), 8-way PLRU, 3-bit ids",
+     MMUConfig(itlb=T(4, 4, Policy.PLRU, 4), dtlb=T(16, 8, Policy.PLRU, 2), pwc_entries=4, maxphyaddr=32,
+               id_bits=3)),
+    ("plru128x8", "a large DTLB (128 x 8-way PLRU, 8 superpage entries) and a 16-entry PWC: the size end",
+     MMUConfig(itlb=T(32, 4, Policy.PLRU, 4), dtlb=T(128, 8, Policy.PLRU, 8), pwc_entries=16)),
+)
+del T
+
+PRESETS: dict[str, MMUConfig] = {name: cfg for name, _, cfg in _PRESET_TABLE}
+PRESET_DOCS: dict[str, str] = {name: doc for name, doc, _ in _PRESET_TABLE}
+
+
+def preset(name: str) -> MMUConfig:
+    """The preset called ``name``; an unknown name is a ``ConfigError`` that lists the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"--preset {name}: unknown preset (known: {', '.join(PRESETS)})") from None

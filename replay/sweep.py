@@ -73,7 +73,7 @@ class CycleModel:
     Not counted: the cycles after a miss's response in which the page-walk cache takes its new entries
     (FILL, one per cycle), which delay the *next* request; so this is the latency of a translation, not
     the throughput of a stream.  ``tests/test_sweep.py`` checks the formula against the Amaranth design
-    in simulation (``sim/hw_timing.py``).
+    in simulation (``sim/pysim.py``).
     """
 
     dram_latency: int

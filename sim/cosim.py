@@ -28,8 +28,9 @@ from model.x86.physmem import PhysMem
 from model.x86.pte import PAGE_SHIFT, Access
 from model.x86.tlbflush import CtlOp
 from sim import runner as R
-from sim.mmu_driver import Flags, Testbench, TestbenchFailure
+from sim.mmu_driver import Testbench, TestbenchFailure
 from sim.scoreboard import Scoreboard
+from sim.transactions import Flags
 
 # Page-table pages and data frames are handed out from this zone (64 MiB at 16 MiB);
 # the rest of the 2**M bytes of physical memory reads as zeros (the store is sparse).

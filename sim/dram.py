@@ -4,11 +4,14 @@ One physical memory (``model.x86.physmem.PhysMem``) is shared by the kernel mode
 the reference MMU and this DRAM.  Three layers:
 
 ``DRAMTimingModel``
-    Pure Python: the latency of each access from ``model.config.DRAMTiming``.
-    ``fixed``: every read takes ``latency`` cycles.  ``ddr``: ``banks`` banks
-    with one open row each; a row hit costs tCL, a miss on an idle bank
-    tRCD + tCL, a conflict with another open row tRP + tRCD + tCL.  A seeded
-    random 0..``jitter`` cycles is added to each read.
+    Pure Python: the timing of the memory port from ``model.config.DRAMTiming``,
+    the one model both testbenches use (the cocotb ``DRAMAgent`` below and the
+    Amaranth-simulator bench ``sim.pysim``).  ``fixed``: every read takes
+    ``latency`` cycles.  ``ddr``: ``banks`` banks with one open row each; a row
+    hit costs tCL, a miss on an idle bank tRCD + tCL, a conflict with another
+    open row tRP + tRCD + tCL.  A seeded random 0..``jitter`` cycles is added to
+    each read; responses come back in order; ``ready_drop`` deasserts
+    ``mem_req.ready`` at random.
 
 ``DRAMStore``
     Pure Python: what the hardware reads and writes.  Hardware writes are *not*
@@ -61,13 +64,14 @@ class DRAMStats:
 
 
 class DRAMTimingModel:
-    """Latency of each access, in cycles, from a ``DRAMTiming``; deterministic given ``rng``."""
+    """Timing of the memory port, in cycles, from a ``DRAMTiming``; deterministic given ``rng``."""
 
     def __init__(self, timing: DRAMTiming, rng: random.Random | None = None, stats: DRAMStats | None = None):
         self.timing = timing
         self.rng = rng or random.Random(0)
         self.stats = stats or DRAMStats()
         self.open_rows: list[int | None] = [None] * timing.banks
+        self.last_ready_at = -1  # when the latest read's response may be presented
         self._row_shift = timing.row_bytes.bit_length() - 1
         self._bank_mask = timing.banks - 1
         self._bank_bits = timing.banks.bit_length() - 1
@@ -99,8 +103,31 @@ class DRAMTimingModel:
             latency += self.rng.randint(0, t.jitter)
         return latency
 
+    def schedule_read(self, addr: int, cycle: int) -> int:
+        """The first cycle the response to a read accepted at ``cycle`` may be presented: after its
+        latency (at least one cycle) and after the read before it (responses are in order)."""
+        ready_at = max(cycle + max(1, self.access(addr, False)), self.last_ready_at + 1)
+        self.last_ready_at = ready_at
+        self.stats.reads += 1
+        self.stats.read_latency_total += ready_at - cycle
+        return ready_at
+
+    def write(self, addr: int) -> None:
+        """A write accepted: it opens its row (it has no response)."""
+        self.access(addr, True)
+        self.stats.writes += 1
+
+    def drops_ready(self) -> bool:
+        """Whether ``mem_req.ready`` is deasserted in the next cycle (``ready_drop``, seeded)."""
+        if self.timing.ready_drop and self.rng.random() < self.timing.ready_drop:
+            self.stats.ready_drops += 1
+            return True
+        return False
+
     def reset(self) -> None:
+        """Close every row and forget the in-flight reads (the hardware that asked for them was reset)."""
         self.open_rows = [None] * self.timing.banks
+        self.last_ready_at = -1
 
 
 # ---------------------------------------------------------------------------
@@ -227,8 +254,7 @@ class DRAMAgent:
     testbench's outputs for the next edge.
 
     A read accepted on edge ``c`` is presented on ``mem_resp`` from edge
-    ``c + max(1, latency)`` on (``latency`` from the timing model, plus the
-    wait for earlier reads: responses are in order).
+    ``DRAMTimingModel.schedule_read`` gives on.
     """
 
     def __init__(self, dut, ports, store: DRAMStore, timing: DRAMTiming, rng: random.Random,
@@ -236,13 +262,10 @@ class DRAMAgent:
         self.dut = dut
         self.ports = ports
         self.store = store
-        self.timing = timing
-        self.rng = rng
         self.stats = DRAMStats()
         self.model = DRAMTimingModel(timing, rng, self.stats)
         self.queue: deque[_Pending] = deque()
         self.last_req: MemOp | None = None
-        self.last_ready_at = -1
         self._req_ready = 0
         self._resp_valid = 0
         self._resp_payload = -1
@@ -271,7 +294,6 @@ class DRAMAgent:
         """Drop every in-flight read (the hardware that asked for it was reset); close all rows."""
         self.queue.clear()
         self.model.reset()
-        self.last_ready_at = -1
         self._set_outputs(0, 0, None, force=True)
 
     def idle(self) -> bool:
@@ -293,8 +315,7 @@ class DRAMAgent:
             if (word >> o) & 1:
                 o, w = self._mem_wdata
                 op = self.store.hw_write(addr, (word >> o) & ((1 << w) - 1), cycle)
-                self.stats.writes += 1
-                self.model.access(addr, True)
+                self.model.write(addr)
                 if self.on_write:
                     self.on_write(op)
             else:
@@ -303,12 +324,7 @@ class DRAMAgent:
                         and len(self.store.reads) > self.inject_after:
                     op.value ^= 1
                     self.injected = True
-                self.stats.reads += 1
-                latency = self.model.access(addr, False)
-                ready_at = max(cycle + max(1, latency), self.last_ready_at + 1)
-                self.last_ready_at = ready_at
-                self.stats.read_latency_total += ready_at - cycle
-                self.queue.append(_Pending(op, ready_at))
+                self.queue.append(_Pending(op, self.model.schedule_read(addr, cycle)))
                 if self.on_read:
                     self.on_read(op)
             self.last_req = op
@@ -316,10 +332,7 @@ class DRAMAgent:
     def drive(self, cycle: int) -> None:
         """Outputs for the edge ``cycle + 1``."""
         nxt = cycle + 1
-        ready = 1
-        if self.timing.ready_drop and self.rng.random() < self.timing.ready_drop:
-            ready = 0
-            self.stats.ready_drops += 1
+        ready = 0 if self.model.drops_ready() else 1
         head = self.queue[0] if self.queue else None
         if self.inject == "hang" and head is not None and head.op.seq >= self.inject_after:
             self.injected = True

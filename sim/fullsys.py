@@ -57,8 +57,8 @@ from model.user.workload import Op, Runner, boot_kernel, load, parse, parse_size
 from model.x86.pte import PAGE_SIZE, Access, FaultKind
 from model.x86.tlbflush import CR3_NOFLUSH, CtlOp
 from sim.cosim import CosimEnv
-from sim.mmu_driver import Flags
 from sim.scoreboard import COMPARED_COUNTERS, fault_class
+from sim.transactions import Flags
 
 
 class FullSystemError(AssertionError):

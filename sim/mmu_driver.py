@@ -34,17 +34,17 @@ import hashlib
 import random
 from asyncio import CancelledError
 from collections import deque
-from dataclasses import dataclass, field
 
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import Event, First, RisingEdge, Timer
 
 from model.config import MMUConfig
-from model.x86.pte import Access, FaultKind, PageSize
+from model.x86.pte import Access
 from model.x86.tlbflush import CtlOp
 from sim.dram import DRAMAgent, DRAMStore
 from sim.ports import MMUPorts
+from sim.transactions import CtlTxn, Flags, Request, Response
 
 CLOCK_PERIOD_NS = 10
 
@@ -97,83 +97,6 @@ def int_reader(handle):
         except ValueError:
             raise SignalXError(f"{name} = {v!r}: has X or Z bits while it must be valid") from None
     return read
-
-
-# ---------------------------------------------------------------------------
-# transactions
-
-
-@dataclass(eq=False)
-class Request:
-    vaddr: int
-    access: Access
-    user: bool
-    id: int
-    seq: int = -1  # position among accepted requests since the last reset
-    accept_cycle: int = -1
-    response: "Response | None" = None
-    _done: Event | None = field(default=None, repr=False)
-
-    def __str__(self) -> str:
-        who = "user" if self.user else "supervisor"
-        s = f"#{self.seq} id={self.id} {Access(self.access).name.lower()} {self.vaddr:#018x} ({who})"
-        if self.accept_cycle >= 0:
-            s += f" accepted @cycle {self.accept_cycle}"
-        return s
-
-
-@dataclass(eq=False)
-class Response:
-    paddr: int
-    fault: int
-    error_code: int
-    size: int
-    tlb_hit: bool
-    id: int
-    cycle: int = -1
-
-    @classmethod
-    def from_fields(cls, f: dict, cycle: int) -> "Response":
-        return cls(f["paddr"], f["fault"], f["error_code"], f["size"], bool(f["tlb_hit"]), f["id"], cycle)
-
-    def __str__(self) -> str:
-        return describe_answer(self.fault, self.error_code, self.paddr, self.size, self.tlb_hit, self.id)
-
-
-def describe_answer(fault, error_code, paddr, size, tlb_hit, id_) -> str:
-    try:
-        kind = FaultKind(fault)
-    except ValueError:
-        return f"fault={fault} (not a FaultKind) error_code={error_code:#x} paddr={paddr:#x} id={id_}"
-    hit = "hit" if tlb_hit else "miss"
-    if kind == FaultKind.NONE:
-        try:
-            sz = PageSize(size).label
-        except ValueError:
-            sz = f"size={size}?"
-        return f"paddr={paddr:#x} {sz} tlb_{hit} id={id_}"
-    if kind == FaultKind.NONCANONICAL:
-        return f"NONCANONICAL tlb_{hit} id={id_}"
-    return f"#PF error_code={error_code:#x} ({pf_bits(error_code)}) tlb_{hit} id={id_}"
-
-
-def pf_bits(code: int) -> str:
-    names = [("P", 1), ("W", 2), ("U", 4), ("RSVD", 8), ("I", 16)]
-    return "|".join(n for n, b in names if code & b) or "not-present"
-
-
-@dataclass(eq=False)
-class CtlTxn:
-    op: CtlOp
-    value: int
-    accept_cycle: int = -1
-    _done: Event | None = field(default=None, repr=False)
-
-    def __str__(self) -> str:
-        s = f"{CtlOp(self.op).name}({self.value:#x})"
-        if self.accept_cycle >= 0:
-            s += f" accepted @cycle {self.accept_cycle}"
-        return s
 
 
 class TestbenchFailure(AssertionError):
@@ -338,20 +261,6 @@ class CtlDriver(StreamSource):
 
     def _acknowledge(self, txn: CtlTxn) -> None:
         txn._done.set()
-
-
-@dataclass(frozen=True)
-class Flags:
-    """CR0.WP, EFER.NXE, CR4.SMEP, CR4.SMAP, CR4.PCIDE, as held on the ``flags`` port."""
-
-    wp: bool = True
-    nxe: bool = True
-    smep: bool = False
-    smap: bool = False
-    pcide: bool = False
-
-    def as_dict(self) -> dict:
-        return {k: bool(getattr(self, k)) for k in ("wp", "nxe", "smep", "smap", "pcide")}
 
 
 class FlagsDriver:

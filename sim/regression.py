@@ -5,7 +5,7 @@ A pytest module shipped in the package, so that an installed ``mmu sim`` runs it
 (``tests/test_cosim.py`` collects the same tests for ``make test``).
 
 Each pytest item runs one cocotb test in its own simulator process on the
-Verilog build of one configuration (``sim/runner.py:CONFIGS``; one build per
+Verilog build of one configuration (``model.config.PRESETS``; one build per
 configuration, shared by the tests and by pytest-xdist workers): the directed
 and random hardware tests, the full system (kernel workloads with every access
 through the hardware, ``test_fullsys``) and a real trace's prefix through the
@@ -24,6 +24,7 @@ import os
 
 import pytest
 
+from model.config import PRESETS
 from replay.lackey import SHIPPED_TRACE
 from sim import records
 from sim import runner as R
@@ -100,7 +101,7 @@ def _params(tests, seeded: bool):
 def _run(module: str, test: str, cfg_name: str, index: int, request, params: dict | None = None) -> R.TestOutcome:
     seed = R.seed_for(index)
     test_id = request.node.name.replace("[", "-").rstrip("]")
-    outcome = R.run_test(module, test, R.CONFIGS[cfg_name], cfg_name, seed=seed, test_id=test_id,
+    outcome = R.run_test(module, test, PRESETS[cfg_name], cfg_name, seed=seed, test_id=test_id,
                          nodeid=request.node.nodeid, params=PARAMS.get((test, cfg_name)) if params is None else params)
     records.attach(request, [outcome.result])
     print(f"{test} on {cfg_name}: seed {seed}, {'passed' if outcome.passed else 'FAILED'}; log {outcome.log}")
@@ -139,7 +140,7 @@ SELF_TESTS = [
 def test_checker_catches(inject, expected, request):
     seed = R.seed_for(0)
     test_id = request.node.name.replace("[", "-").rstrip("]")
-    outcome = R.run_test(DIRECTED, "checker_selftest", R.CONFIGS["default"], "default", seed=seed,
+    outcome = R.run_test(DIRECTED, "checker_selftest", PRESETS["default"], "default", seed=seed,
                          test_id=test_id, nodeid=request.node.nodeid,
                          params={"inject": inject, "inject_after": 0, "watchdog_cycles": 300})
     assert not outcome.passed, f"injected fault {inject!r} went unnoticed (seed {seed}); log {outcome.log}"
@@ -205,7 +206,7 @@ def test_checker_catches_lost_shootdown(request):
     as stale); the comparison with the reference run of the correct kernel must."""
     seed = R.seed_for(0)
     test_id = request.node.name
-    outcome = R.run_test(FULLSYS, "workload", R.CONFIGS["default"], "default", seed=seed, test_id=test_id,
+    outcome = R.run_test(FULLSYS, "workload", PRESETS["default"], "default", seed=seed, test_id=test_id,
                          nodeid=request.node.nodeid, params={"workload": "segv", "inject": "lost_flush_va"})
     assert not outcome.passed, f"a lost shootdown went unnoticed (seed {seed}); log {outcome.log}"
     msg = outcome.message
@@ -221,7 +222,7 @@ def test_trace_prefix(request):
 
     outcome = _run(FULLSYS, "trace", "default", 0, request, params={"trace": str(TRACE), "limit": TRACE_LIMIT})
     hw = outcome.result["extra"]["trace"]["result"]
-    ref = reference_counters(trace_prefix(read_lackey(TRACE), TRACE_LIMIT), R.CONFIGS["default"])
+    ref = reference_counters(trace_prefix(read_lackey(TRACE), TRACE_LIMIT), PRESETS["default"])
     assert {k: hw[k] for k in COMPARED} == ref
     assert hw["accesses"] == TRACE_LIMIT and hw["cycles"] >= TRACE_LIMIT
 
@@ -278,7 +279,7 @@ def _volume(test, cfg_name, batch, budget, min_seeds, request):
               "min_seeds": min_seeds, "max_seeds": SEED_STRIDE,
               "replay": R.replay_command(0, single).replace("SEED=0", "SEED={seed}")}
     test_id = request.node.name.replace("[", "-").rstrip("]")
-    outcome = R.run_test(VOLUME, "batch", R.CONFIGS[cfg_name], cfg_name, seed=first, test_id=test_id,
+    outcome = R.run_test(VOLUME, "batch", PRESETS[cfg_name], cfg_name, seed=first, test_id=test_id,
                          nodeid=request.node.nodeid, params=params)
     per_seed = records.load(outcome.result_file.parent, f"{R._safe(test_id)}-s*.json")
     records.attach(request, [outcome.result, *per_seed])

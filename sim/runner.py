@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.config import DRAMTiming, MMUConfig, Policy, TLBConfig
+from model.config import PRESETS, DRAMTiming, MMUConfig
 from sim import backend
 
 # The folder that holds the packages (sim/, model/, hw/): the checkout, or site-packages when installed.
@@ -58,28 +58,6 @@ ENV_VOLUME = "MMU_COSIM_TRANSLATIONS"  # volume mode's translation budget (mmu s
 ENV_NAMES = (ENV_SEED, ENV_CONFIG, ENV_CONFIG_NAME, ENV_RESULT, ENV_TEST_ID, ENV_REPLAY, ENV_PARAMS)
 
 
-# ---------------------------------------------------------------------------
-# the configurations of the regression
-
-def _tlb(entries, ways, policy, sp=4):
-    return TLBConfig(entries=entries, ways=ways, policy=Policy(policy), superpage_entries=sp)
-
-
-CONFIGS: dict[str, MMUConfig] = {
-    # model/config.py defaults: ITLB 16 entries fully associative LRU, DTLB 32x4 PLRU, PWC 8
-    "default": MMUConfig(),
-    # fully associative LRU DTLB (and ITLB)
-    "fa_lru": MMUConfig(dtlb=_tlb(16, 16, "lru"), itlb=_tlb(8, 8, "lru")),
-    # 4-way FIFO, small so that replacement happens often
-    "fifo4": MMUConfig(dtlb=_tlb(16, 4, "fifo", 2), itlb=_tlb(8, 4, "fifo", 2), id_bits=4),
-    # random (LFSR) replacement
-    "random": MMUConfig(dtlb=_tlb(16, 4, "random", 4), itlb=_tlb(8, 2, "random", 2), lfsr_seed=0x1D0F,
-                        maxphyaddr=44),
-    # page-walk cache off, 2-way PLRU, a narrower physical address
-    "nopwc": MMUConfig(dtlb=_tlb(16, 2, "plru", 2), itlb=_tlb(8, 2, "plru", 2), pwc_entries=0, maxphyaddr=36),
-}
-
-
 def config_key(cfg: MMUConfig) -> str:
     """Configurations that build the same hardware share a build (DRAM timing is testbench-only)."""
     d = cfg.to_dict()
@@ -88,9 +66,9 @@ def config_key(cfg: MMUConfig) -> str:
 
 
 def build_name(cfg: MMUConfig) -> str:
-    """The build directory name of a configuration: a regression configuration's name, else a hash."""
+    """The build directory name of a configuration: a preset's name (``model.config.PRESETS``), else a hash."""
     key = config_key(cfg)
-    for name, known in CONFIGS.items():
+    for name, known in PRESETS.items():
         if config_key(known) == key:
             return name
     return "cfg-" + hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -12,7 +12,7 @@ import pytest
 
 from cli.cmd_sim import report
 from cli.main import main
-from model.config import MMUConfig
+from model.config import PRESETS, MMUConfig
 from model.mm.invariants import check
 from model.mm.page_alloc import BuddyAllocator
 from model.reference.ref_mmu import RefMMU
@@ -113,7 +113,7 @@ def test_reference_translator_keeps_the_kernel_correct():
 def test_fullsys_expectations_hold_on_the_reference(name, cfg_name, params):
     """The regression's expectations are met by the reference run (the hardware must reproduce it exactly)."""
     spec = WorkloadSpec.from_params({**params, "workload": _workload_param(name)})
-    out = reference_run(spec, 1, R.CONFIGS[cfg_name])
+    out = reference_run(spec, 1, PRESETS[cfg_name])
 
     def value(key):
         return out["mmu_counters"][key[4:]] if key.startswith("mmu.") else out["vmstat"].get(key, 0)
@@ -172,7 +172,7 @@ def test_mmu_trace_bad_options(argv, message, capsys):
 
 
 def test_build_names():
-    assert R.build_name(MMUConfig()) == "default" and R.build_name(R.CONFIGS["fifo4"]) == "fifo4"
+    assert R.build_name(MMUConfig()) == "default" and R.build_name(PRESETS["fifo4"]) == "fifo4"
     other = MMUConfig().replace(pwc_entries=0)
     assert R.build_name(other).startswith("cfg-") and R.build_name(other) == R.build_name(other.replace())
     assert R.build_name(R.with_dram(MMUConfig(), latency=9)) == "default", "DRAM timing does not change the build"

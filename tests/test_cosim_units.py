@@ -15,9 +15,9 @@ from model.x86.physmem import PhysMem
 from model.x86.pte import A, Access, FaultKind, PageSize
 from model.x86.tlbflush import CtlOp
 from sim.dram import DRAMStore, DRAMTimingModel
-from sim.mmu_driver import CtlTxn, Request, Response
 from sim.ports import MMUPorts, Payload
 from sim.scoreboard import Scoreboard, ScoreboardMismatch, fault_class
+from sim.transactions import CtlTxn, Request, Response
 
 CFG = MMUConfig()
 

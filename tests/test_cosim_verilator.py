@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from model.config import PRESETS
 from sim import backend
 from sim import runner as R
 
@@ -29,7 +30,7 @@ SUBSET = [
 
 def _run(module, test, cfg, params, request, sim, seed):
     test_id = request.node.name.replace("[", "-").rstrip("]") + f"-{sim}"
-    return R.run_test(module, test, R.CONFIGS[cfg], cfg, seed=seed, test_id=test_id, nodeid=request.node.nodeid,
+    return R.run_test(module, test, PRESETS[cfg], cfg, seed=seed, test_id=test_id, nodeid=request.node.nodeid,
                       params=params, sim=sim)
 
 

@@ -11,7 +11,7 @@ from model.reference.ref_walker import ControlRegs, walk
 from model.teach.explain import decode_row, demo_address_space, explain, permission_checks
 from model.user.workload import run_workload
 from model.x86.pte import PS, RW, US, XD, A, Access, D, FaultKind, Level, P
-from sim.hw_timing import time_translations
+from sim.pysim import time_translations
 
 VA = 0x0000_7F12_3456_7ABC  # the demo's untouched heap page, offset 0xabc
 

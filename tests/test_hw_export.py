@@ -12,17 +12,7 @@ import pytest
 from cli import main as cli
 from hw import layouts
 from hw.export import write_verilog
-from model.config import MMUConfig, Policy, TLBConfig
-
-CONFIGS = {
-    "default": MMUConfig(),
-    "fa8_lru": MMUConfig(itlb=TLBConfig(8, 8, Policy.LRU, 2), dtlb=TLBConfig(8, 8, Policy.LRU, 2)),
-    "64x4_fifo": MMUConfig(dtlb=TLBConfig(64, 4, Policy.FIFO, 4), itlb=TLBConfig(16, 4, Policy.FIFO, 2)),
-    "random": MMUConfig(itlb=TLBConfig(16, 4, Policy.RANDOM), dtlb=TLBConfig(32, 8, Policy.RANDOM, 8)),
-    "pwc0": MMUConfig(pwc_entries=0),
-    "m52_tiny": MMUConfig(itlb=TLBConfig(1, 1, Policy.PLRU, 1), dtlb=TLBConfig(2, 1, Policy.LRU, 1),
-                          pwc_entries=1, maxphyaddr=52, id_bits=1),
-}
+from model.config import PRESETS, MMUConfig, Policy, TLBConfig
 
 needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog (iverilog) not installed")
 
@@ -62,21 +52,21 @@ def exported(tmp_path_factory):
 
     def get(name):
         if name not in cache:
-            cache[name] = write_verilog(CONFIGS[name], root / name / "sub" / "mmu.v", name="mmu_top")
+            cache[name] = write_verilog(PRESETS[name], root / name / "sub" / "mmu.v", name="mmu_top")
         return cache[name]
 
     return get
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(PRESETS))
 def test_ports_follow_the_layouts(name, exported):
     text = exported(name).read_text()
     assert "timescale" not in text
-    assert port_widths(text, "mmu_top") == expected_ports(CONFIGS[name])
+    assert port_widths(text, "mmu_top") == expected_ports(PRESETS[name])
 
 
 @needs_iverilog
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(PRESETS))
 def test_icarus_compiles_the_export(name, exported, tmp_path):
     path = exported(name)
     run = subprocess.run(["iverilog", "-g2012", "-s", "mmu_top", "-o", str(tmp_path / "a.out"), str(path)],
@@ -136,3 +126,19 @@ def test_cli_bad_config_is_one_line(tmp_path, capsys):
 def test_cli_bad_name(tmp_path, capsys):
     assert cli.main(["verilog", "--out", str(tmp_path / "x.v"), "--name", "9bad"]) == 2
     assert "--name" in capsys.readouterr().err
+
+
+def test_cli_preset_with_an_override(tmp_path, capsys):
+    """`--preset` names the base; an explicit option overrides one field of it, the ports follow."""
+    out = tmp_path / "mmu.v"
+    assert cli.main(["verilog", "--out", str(out), "--preset", "tiny_m52", "--dtlb-entries", "4"]) == 0
+    want = PRESETS["tiny_m52"].replace(dtlb=TLBConfig(4, 1, Policy.LRU, 1))
+    assert port_widths(out.read_text(), "mmu_top") == expected_ports(want)
+    assert "dtlb 4 / 1 / lru" in capsys.readouterr().out
+
+
+def test_cli_unknown_preset_is_one_line(tmp_path, capsys):
+    assert cli.main(["verilog", "--out", str(tmp_path / "x.v"), "--preset", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mmu: error: --preset huge: unknown preset (known: default,")
+    assert not (tmp_path / "x.v").exists()

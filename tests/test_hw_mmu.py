@@ -1,12 +1,14 @@
-"""The MMU top in Amaranth's Python simulator against the reference MMU (model/reference/ref_mmu.py).
+"""The MMU top in Amaranth's simulator against the reference MMU (model/reference/ref_mmu.py).
 
 A fast, self-contained check of the hardware before the cocotb regression: random
 page tables (every fault rule, 4K/2M/1G leaves, global pages, two address spaces),
 a DRAM with random latency and ready drops, random response backpressure and
-control operations at random times, including during walks.  Every response,
-every memory read and write (address, value, order) and the counters are compared
-with ``RefMMU``.  Ordering rule (hw/mmu.py): a control operation accepted in
-cycle c belongs to request N ("during N") when N was accepted before c and
+control operations at random times, including during walks.  The bench is
+``sim.pysim.PySimBench`` and the checking is ``sim.scoreboard.Scoreboard``, the one
+the cocotb testbench feeds: every response (here with its whole payload, also of a
+fault), every memory read and write (address, value, order) and the counters are
+compared with ``RefMMU``.  Ordering rule (hw/mmu.py): a control operation accepted
+in cycle c belongs to request N ("during N") when N was accepted before c and
 answered at or after c; otherwise it goes before the next request.
 
 Run one seed by hand: ``python -m pytest tests/test_hw_mmu.py -k 'seed3'``.
@@ -15,23 +17,21 @@ Run one seed by hand: ``python -m pytest tests/test_hw_mmu.py -k 'seed3'``.
 from __future__ import annotations
 
 import random
-from collections import deque
-from dataclasses import dataclass, field
 
 import pytest
-from amaranth import ClockDomain, Module
-from amaranth.sim import Simulator
 
-from hw.mmu import MMU
-from model.config import MMUConfig, Policy, TLBConfig
-from model.reference.ref_mmu import RefMMU
-from model.reference.ref_walker import ControlRegs
+from model.config import PRESETS, DRAMTiming, MMUConfig, Policy, TLBConfig
 from model.x86.pte import PS, RW, US, XD, A, Access, D, G, P
 from model.x86.tlbflush import CR3_NOFLUSH, CtlOp
+from sim.pysim import PySimBench
+from sim.scoreboard import ScoreboardMismatch
+from sim.transactions import CtlTxn, Flags, Request
 
 
 class DictMem:
-    """Sparse 64-bit-word memory (what the walker reads)."""
+    """Sparse 64-bit-word memory (what the walker reads), as large as any MAXPHYADDR allows."""
+
+    size = 1 << 52
 
     def __init__(self, words=None):
         self.words = dict(words or {})
@@ -151,193 +151,99 @@ class RandomTables:
         return v
 
 
-@dataclass
-class Req:
-    n: int
-    vaddr: int
-    access: int
-    user: int
-    id: int
-    accepted: int = -1
-    answered: int = -1
-    resp: dict | None = None
-    reads: list = field(default_factory=list)
-    writes: list = field(default_factory=list)
-
-
-RESP_FIELDS = ("paddr", "fault", "error_code", "size", "tlb_hit", "id")
-
-
 class Harness:
-    """One random co-simulation of the MMU top (Amaranth simulator) against RefMMU.
+    """One random co-simulation of the MMU top (Amaranth simulator) against RefMMU, through the scoreboard.
 
     The DRAM answers reads in order after 1..``max_latency + 1`` cycles and drops
     ``mem_req.ready`` at random; ``resp.ready`` is dropped at random; control
     operations arrive at random cycles (also during walks).  Every ``quiet_every``
     responses the driver lets the MMU drain, then flips a flag or a bit of a leaf
-    entry in both memories (no flush: stale TLB entries must behave identically).
-    With ``p_reset`` the MMU is reset at random cycles while a request is in
-    flight: the DRAM forgets its queue and the reference starts afresh (with the
-    memory as the hardware left it).
+    entry (no flush: stale TLB entries must behave identically).  With ``p_reset``
+    the MMU is reset at random cycles while a request is in flight: the DRAM
+    forgets its queue and the reference starts afresh (with the memory as the
+    hardware left it).
     """
 
     def __init__(self, cfg: MMUConfig, seed: int, n_requests: int = 300, *, p_ctl=0.012, p_resp_ready=0.8,
-                 p_mem_ready=0.8, max_latency=4, quiet_every=40, working_set=24, p_reset=0.0, verbose=False):
+                 p_mem_ready=0.8, max_latency=4, quiet_every=40, working_set=24, p_reset=0.0):
         self.cfg, self.seed, self.n_requests = cfg, seed, n_requests
-        self.p_ctl, self.p_resp_ready, self.p_mem_ready = p_ctl, p_resp_ready, p_mem_ready
-        self.max_latency, self.quiet_every, self.working_set = max_latency, quiet_every, working_set
-        self.p_reset, self.verbose = p_reset, verbose
+        self.p_ctl, self.quiet_every, self.working_set, self.p_reset = p_ctl, quiet_every, working_set, p_reset
         self.rng = rng = random.Random(seed)
         self.tables = RandomTables(rng, cfg.maxphyaddr)
-        self.hw_mem = DictMem(self.tables.mem.words)
         self.flags = dict(wp=rng.random() < 0.7, nxe=rng.random() < 0.7, smep=rng.random() < 0.3,
                           smap=rng.random() < 0.2, pcide=rng.random() < 0.6)
         self.pcids = (0x001, 0x2A5)
-        self.recent: list[tuple[int, int, int]] = []
-        self.failures: list[str] = []
+        self.recent: list[tuple[int, Access, bool]] = []
         self.resets = 0
         self.stats: dict = {}
-        self._fresh_reference()
-        self.dut = MMU(cfg)
-
-    # ---- the reference side -------------------------------------------------------------
-    def _fresh_reference(self):
-        self.ref_mem = DictMem(self.hw_mem.words)
-        self.ref = RefMMU(self.cfg, self.ref_mem, ControlRegs(cr3=0, **self.flags))
-        self.reqs: list[Req] = []
-        self.ctl_log: list[tuple[int, int, int]] = []  # (cycle accepted, op, value)
-        self.ref_pos = self.ctl_pos = 0
-
-    def feed_reference(self):
-        """Give the reference every answered request, with the control operations in hardware order."""
-        reqs, ctl_log, ref = self.reqs, self.ctl_log, self.ref
-        while self.ref_pos < len(reqs) and reqs[self.ref_pos].answered >= 0:
-            q = reqs[self.ref_pos]
-            before, during = [], []
-            while self.ctl_pos < len(ctl_log) and ctl_log[self.ctl_pos][0] <= q.answered:
-                c, op, value = ctl_log[self.ctl_pos]
-                (during if c > q.accepted else before).append((op, value))
-                self.ctl_pos += 1
-            for op, value in before:
-                ref.ctl(op, value)
-                if self.verbose:
-                    print(f"  ctl {CtlOp(op).name} {value:#x}")
-            exp = ref.translate(q.vaddr, Access(q.access), bool(q.user), q.id, flushes_during_walk=during)
-            got = q.resp
-            want = dict(paddr=exp.paddr, fault=int(exp.fault), error_code=exp.error_code, size=int(exp.size),
-                        tlb_hit=int(exp.tlb_hit), id=exp.id)
-            w_reads = [a for _, a, _ in exp.walk.reads] if exp.walk else []
-            w_writes = list(exp.walk.writes) if exp.walk else []
-            if self.verbose:
-                print(f"#{q.n} acc@{q.accepted} ans@{q.answered} {q.vaddr:#x} {Access(q.access).name} u={q.user}"
-                      f" during={during} hw={got} reads={[hex(a) for a in q.reads]} ref_pwc={exp.pwc_hit}")
-            if got != want or q.reads != w_reads or q.writes != w_writes:
-                self.failures.append(
-                    f"seed {self.seed} request #{q.n} vaddr={q.vaddr:#x} access={Access(q.access).name} "
-                    f"user={q.user} flags={self.flags} (control ops during it: {during})\n"
-                    f"  hw : {got} reads={[hex(a) for a in q.reads]} "
-                    f"writes={[(hex(a), hex(v)) for a, v in q.writes]}\n"
-                    f"  ref: {want} reads={[hex(a) for a in w_reads]} "
-                    f"writes={[(hex(a), hex(v)) for a, v in w_writes]}")
-            self.ref_pos += 1
+        timing = DRAMTiming(latency=1, jitter=max_latency, ready_drop=1 - p_mem_ready)
+        self.bench = PySimBench(cfg, self.tables.mem, seed=seed, flags=Flags(**self.flags), timing=timing,
+                                resp_stall_prob=1 - p_resp_ready, whole_payload=True)
 
     # ---- stimulus -------------------------------------------------------------------------
     def cr3_value(self, space):
         return self.tables.roots[space] | self.pcids[space]
 
-    def random_ctl(self):
+    def random_ctl(self) -> CtlTxn:
         rng, r = self.rng, self.rng.random()
         if r < 0.35:
-            return CtlOp.FLUSH_VA, rng.choice(self.tables.vas) & ((1 << 64) - 1)
+            return CtlTxn(CtlOp.FLUSH_VA, rng.choice(self.tables.vas) & ((1 << 64) - 1))
         if r < 0.5:
-            return CtlOp.FLUSH_PCID, rng.choice(self.pcids)
+            return CtlTxn(CtlOp.FLUSH_PCID, rng.choice(self.pcids))
         if r < 0.6:
-            return CtlOp.FLUSH_ALL, 0
+            return CtlTxn(CtlOp.FLUSH_ALL, 0)
         if r < 0.7:
-            return CtlOp.FLUSH_ALL_KEEP_GLOBAL, 0
-        return CtlOp.WRITE_CR3, self.cr3_value(rng.randrange(2)) | (CR3_NOFLUSH if rng.random() < 0.5 else 0)
+            return CtlTxn(CtlOp.FLUSH_ALL_KEEP_GLOBAL, 0)
+        return CtlTxn(CtlOp.WRITE_CR3, self.cr3_value(rng.randrange(2)) | (CR3_NOFLUSH if rng.random() < 0.5 else 0))
 
-    def random_req(self, n):
+    def random_req(self, n) -> Request:
         rng, id_mask = self.rng, (1 << self.cfg.id_bits) - 1
-        if rng.random() < 0.02:
-            return Req(n, rng.getrandbits(64), rng.randrange(3), rng.randrange(2), n & id_mask)  # non-canonical
+        if rng.random() < 0.02:  # non-canonical
+            return Request(rng.getrandbits(64), Access(rng.randrange(3)), bool(rng.randrange(2)), n & id_mask)
         if self.recent and rng.random() < 0.75:
             # a drifting working set of accesses that translated, so that the TLBs hit
             va, access, user = rng.choice(self.recent)
         else:
             va = rng.choice(self.tables.vas)
-            access = int(rng.choices((Access.READ, Access.WRITE, Access.FETCH), (5, 3, 2))[0])
-            user = int(rng.random() < 0.7)
+            access = rng.choices((Access.READ, Access.WRITE, Access.FETCH), (5, 3, 2))[0]
+            user = rng.random() < 0.7
         if rng.random() < 0.3:
             va = (va & ~0xFFF) | rng.randrange(4096)
-        return Req(n, va, access, user, n & id_mask)
+        return Request(va, access, user, n & id_mask)
 
     # ---- the simulation ---------------------------------------------------------------------
     def run(self) -> dict:
-        top = Module()
-        top.domains.sync = cd = ClockDomain("sync")
-        top.submodules.mmu = self.dut
-        self.rst = cd.rst
-        sim = Simulator(top)
-        sim.add_clock(1e-8)
-        sim.add_testbench(self._bench)
-        sim.run()
-        assert not self.failures, "\n".join(self.failures[:3])
+        self.bench.run(self._bench)
         return self.stats
 
-    def _idle_inputs(self, ctx):
-        dut = self.dut
-        for s in (dut.req.valid, dut.ctl.valid, dut.resp.ready, dut.mem_req.ready, dut.mem_resp.valid):
-            ctx.set(s, 0)
-
-    async def _bench(self, ctx):
-        dut, rng, flags = self.dut, self.rng, self.flags
-        for k, v in flags.items():
-            ctx.set(getattr(dut.flags, k), int(v))
-        pending_ctl = [(CtlOp.WRITE_CR3, self.cr3_value(0))]  # the first operation loads CR3
+    async def _bench(self, b: PySimBench):
+        rng, flags, n = self.rng, self.flags, self.n_requests
+        pending_ctl = [CtlTxn(CtlOp.WRITE_CR3, self.cr3_value(0))]  # the first operation loads CR3
         offered_ctl = offered_req = None
-        next_n = 0
-        outstanding: deque[Req] = deque()  # accepted, not answered
-        reads_q: deque = deque()  # (due cycle, data)
+        next_n = answered = 0
         quiet, quiet_since = False, 0
-        cycle = answered = 0
-        limit = 200 * self.n_requests
-
-        while answered < self.n_requests and not self.failures and cycle < limit:
-            # ---- a reset while a request is in flight
-            if self.p_reset and outstanding and rng.random() < self.p_reset:
-                self._idle_inputs(ctx)
-                ctx.set(self.rst, 1)
-                await ctx.tick()
-                ctx.set(self.rst, 0)
-                cycle += 1
-                self.feed_reference()
-                self.hw_mem = DictMem(self.hw_mem.words)
-                self._fresh_reference()  # the reset MMU is a new MMU; memory keeps what the hardware wrote
-                outstanding.clear()
-                reads_q.clear()
+        limit = 200 * n
+        while answered < n and b.cycle < limit:
+            if self.p_reset and b.outstanding and rng.random() < self.p_reset:
+                # a reset while a request is in flight: the reset MMU is a new MMU, memory keeps its writes
+                await b.reset(Flags(**flags))
                 offered_ctl = offered_req = None
-                pending_ctl = [(CtlOp.WRITE_CR3, self.cr3_value(rng.randrange(2)))]
+                pending_ctl = [CtlTxn(CtlOp.WRITE_CR3, self.cr3_value(rng.randrange(2)))]
                 self.resets += 1
                 continue
-            # ---- choose this cycle's inputs
-            if quiet and not outstanding and offered_req is None and offered_ctl is None \
-                    and cycle - quiet_since > 6:
-                # nothing in flight: flip a flag or a bit of a leaf entry (both memories, no flush)
-                self.feed_reference()
+            if quiet and not b.outstanding and offered_req is None and offered_ctl is None \
+                    and b.cycle - quiet_since > 6:
+                # nothing in flight: flip a flag or a bit of a leaf entry (no flush)
                 if rng.random() < 0.5:
                     k = rng.choice(list(flags))
                     flags[k] = not flags[k]
-                    ctx.set(getattr(dut.flags, k), int(flags[k]))
-                    self.ref.set_flags(**{k: flags[k]})
+                    b.set_flags(Flags(**flags))
                 if self.tables.leaf_addrs and rng.random() < 0.7:
                     addr = rng.choice(self.tables.leaf_addrs)
-                    new = self.hw_mem.read64(addr) ^ rng.choice((RW, US, XD, P, D, A, G))
-                    self.hw_mem.write64(addr, new)
-                    self.ref_mem.write64(addr, new)
+                    mem = self.tables.mem
+                    mem.write64(addr, mem.read64(addr) ^ rng.choice((RW, US, XD, P, D, A, G)))
                 quiet = False
-            if offered_req is None and not quiet and answered + len(outstanding) < self.n_requests \
-                    and rng.random() < 0.7:
+            if offered_req is None and not quiet and answered + len(b.outstanding) < n and rng.random() < 0.7:
                 offered_req = self.random_req(next_n)
                 next_n += 1
             if offered_ctl is None and not quiet:
@@ -345,80 +251,23 @@ class Harness:
                     offered_ctl = pending_ctl.pop(0)
                 elif rng.random() < self.p_ctl:
                     offered_ctl = self.random_ctl()
-            ctx.set(dut.req.valid, offered_req is not None)
-            if offered_req is not None:
-                ctx.set(dut.req.payload.vaddr, offered_req.vaddr)
-                ctx.set(dut.req.payload.access, offered_req.access)
-                ctx.set(dut.req.payload.user, offered_req.user)
-                ctx.set(dut.req.payload.id, offered_req.id)
-            ctx.set(dut.ctl.valid, offered_ctl is not None)
-            if offered_ctl is not None:
-                ctx.set(dut.ctl.payload.op, int(offered_ctl[0]))
-                ctx.set(dut.ctl.payload.value, offered_ctl[1])
-            resp_ready = rng.random() < self.p_resp_ready
-            ctx.set(dut.resp.ready, resp_ready)
-            mem_ready = rng.random() < self.p_mem_ready
-            ctx.set(dut.mem_req.ready, mem_ready)
-            head = reads_q[0] if reads_q and reads_q[0][0] <= cycle else None
-            ctx.set(dut.mem_resp.valid, head is not None)
-            if head is not None:
-                ctx.set(dut.mem_resp.payload.rdata, head[1])
-
-            # ---- the handshakes of this cycle
-            if ctx.get(dut.resp.valid) and resp_ready:
-                if not outstanding:
-                    self.failures.append(f"seed {self.seed}: a response at cycle {cycle} with no request in flight")
-                    break
-                q = outstanding.popleft()
-                q.answered = cycle
-                q.resp = {f: ctx.get(getattr(dut.resp.payload, f)) for f in RESP_FIELDS}
+            edge = await b.step(offered_req, offered_ctl)
+            if edge.req_accepted:
+                offered_req = None
+            if edge.ctl_accepted:
+                offered_ctl = None
+            if edge.response is not None:
                 answered += 1
-                if q.resp["fault"] == 0 and (q.vaddr, q.access, q.user) not in self.recent:
+                q = edge.request
+                if edge.response.fault == 0 and (q.vaddr, q.access, q.user) not in self.recent:
                     self.recent.append((q.vaddr, q.access, q.user))
                     if len(self.recent) > self.working_set:
                         self.recent.pop(0)
                 if answered % self.quiet_every == 0:
-                    quiet, quiet_since = True, cycle
-            if offered_req is not None and ctx.get(dut.req.ready):
-                offered_req.accepted = cycle
-                self.reqs.append(offered_req)
-                outstanding.append(offered_req)
-                offered_req = None
-            if offered_ctl is not None and ctx.get(dut.ctl.ready):
-                self.ctl_log.append((cycle, int(offered_ctl[0]), offered_ctl[1]))
-                offered_ctl = None
-            if ctx.get(dut.mem_req.valid) and mem_ready:
-                addr = ctx.get(dut.mem_req.payload.addr)
-                owner = outstanding[0] if outstanding else None
-                if owner is None:
-                    self.failures.append(f"seed {self.seed}: memory access {addr:#x} at cycle {cycle} "
-                                         "with no request in flight")
-                elif ctx.get(dut.mem_req.payload.we):
-                    value = ctx.get(dut.mem_req.payload.wdata)
-                    owner.writes.append((addr, value))
-                    self.hw_mem.write64(addr, value)
-                else:
-                    owner.reads.append(addr)
-                    reads_q.append((cycle + 1 + rng.randrange(self.max_latency + 1), self.hw_mem.read64(addr)))
-            if head is not None and ctx.get(dut.mem_resp.ready):
-                reads_q.popleft()
-            await ctx.tick()
-            cycle += 1
-            self.feed_reference()
-
-        self.feed_reference()
-        if self.failures:
-            return
-        if answered < self.n_requests:
-            self.failures.append(f"seed {self.seed}: only {answered} of {self.n_requests} requests answered "
-                                 f"in {cycle} cycles")
-            return
-        for name, want in self.ref.counters.items():
-            got = ctx.get(getattr(dut.counters, name))
-            if got != want:
-                self.failures.append(f"seed {self.seed}: counter {name}: hw {got}, ref {want}")
-        self.stats = dict(cycles=cycle, resets=self.resets,
-                          **{k: ctx.get(getattr(dut.counters, k)) for k in self.ref.counters})
+                    quiet, quiet_since = True, edge.cycle
+        assert answered == n, f"seed {self.seed}: only {answered} of {n} requests answered in {b.cycle} cycles"
+        b.finish()
+        self.stats = dict(cycles=b.cycle, resets=self.resets, **b.counters())
 
 
 def run_mmu(cfg: MMUConfig, seed: int, n_requests: int = 300, **kw) -> dict:
@@ -426,30 +275,20 @@ def run_mmu(cfg: MMUConfig, seed: int, n_requests: int = 300, **kw) -> dict:
     return Harness(cfg, seed, n_requests, **kw).run()
 
 
-CONFIGS = {
-    "default": MMUConfig(),
-    "lru_fa8": MMUConfig(itlb=TLBConfig(8, 8, Policy.LRU, 2), dtlb=TLBConfig(8, 8, Policy.LRU, 2)),
-    "fifo64x4": MMUConfig(itlb=TLBConfig(16, 2, Policy.FIFO, 2), dtlb=TLBConfig(64, 4, Policy.FIFO, 4)),
-    "random": MMUConfig(itlb=TLBConfig(8, 2, Policy.RANDOM, 2), dtlb=TLBConfig(16, 4, Policy.RANDOM, 2),
-                        lfsr_seed=0x1234),
-    "pwc0": MMUConfig(pwc_entries=0, dtlb=TLBConfig(8, 2, Policy.PLRU, 1)),
-    "tiny_m52": MMUConfig(itlb=TLBConfig(2, 1, Policy.PLRU, 1), dtlb=TLBConfig(4, 1, Policy.LRU, 2),
-                          pwc_entries=2, maxphyaddr=52),
-    "m32_plru": MMUConfig(itlb=TLBConfig(4, 4, Policy.PLRU, 4), dtlb=TLBConfig(16, 8, Policy.PLRU, 2),
-                          pwc_entries=4, maxphyaddr=32, id_bits=3),
-}
+# every preset the simulator runs in a few seconds (plru128x8 is for synthesis figures)
+PYSIM_PRESETS = [name for name in PRESETS if name != "plru128x8"]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", PYSIM_PRESETS)
 def test_mmu_matches_reference(name, seed):
-    stats = run_mmu(CONFIGS[name], seed=seed * 7919 + len(name), n_requests=200)
+    stats = run_mmu(PRESETS[name], seed=seed * 7919 + len(name), n_requests=200)
     assert stats["hits"] > 0 and stats["walks"] > 0 and stats["faults"] > 0
 
 
 @pytest.mark.parametrize("name", ["default", "fifo64x4", "tiny_m52"])
 def test_reset_in_the_middle_of_walks_leaves_a_clean_state(name):
-    stats = run_mmu(CONFIGS[name], seed=99, n_requests=250, p_reset=0.004)
+    stats = run_mmu(PRESETS[name], seed=99, n_requests=250, p_reset=0.004)
     assert stats["resets"] > 0
 
 
@@ -471,73 +310,47 @@ def simple_tables(va=VA, frame=FRAME, leaf_extra=D):
 
 
 class Directed:
-    """Cycle-by-cycle driver for timing checks: DRAM with a fixed latency, ready always high."""
+    """Cycle-by-cycle driver for timing checks: DRAM with a fixed latency, ready always high, and a log
+    of (cycle, event, detail).  With ``check`` the scoreboard compares every response with RefMMU."""
 
-    def __init__(self, cfg, mem, latency):
-        self.cfg, self.mem, self.latency = cfg, mem, latency
-        self.dut = MMU(cfg)
+    def __init__(self, cfg, mem, latency, *, flags=Flags(wp=True, nxe=True), check=False):
+        self.bench = PySimBench(cfg, mem, flags=flags, timing=DRAMTiming(latency=latency), check=check)
+        self.id_mask = (1 << cfg.id_bits) - 1
         self.log = []  # (cycle, event, detail)
 
+    @property
+    def cycle(self):
+        return self.bench.cycle
+
     def run(self, script):
-        sim = Simulator(self.dut)
-        sim.add_clock(1e-8)
-
-        async def bench(ctx):
-            self.ctx, self.cycle, self.reads = ctx, 0, deque()
-            ctx.set(self.dut.flags.wp, 1)
-            ctx.set(self.dut.flags.nxe, 1)
-            ctx.set(self.dut.mem_req.ready, 1)
-            ctx.set(self.dut.resp.ready, 1)
+        async def bench(b):
             await script(self)
+            if b.scoreboard:
+                b.finish()
 
-        sim.add_testbench(bench)
-        sim.run()
+        self.bench.run(bench)
         return self.log
 
     async def step(self, req=None, ctl=None):
-        """One clock cycle with these offers; returns (req accepted, ctl accepted, response or None)."""
-        ctx, dut = self.ctx, self.dut
-        ctx.set(dut.req.valid, req is not None)
+        """One clock cycle offering ``req`` = (vaddr, access[, user]) and ``ctl`` = (op, value); returns
+        (request accepted, control operation accepted, the response or None)."""
+        request = None
         if req is not None:
-            va, access = req
-            ctx.set(dut.req.payload.vaddr, va)
-            ctx.set(dut.req.payload.access, access)
-            ctx.set(dut.req.payload.user, 1)
-            ctx.set(dut.req.payload.id, self.cycle & 0xFF)
-        ctx.set(dut.ctl.valid, ctl is not None)
-        if ctl is not None:
-            ctx.set(dut.ctl.payload.op, int(ctl[0]))
-            ctx.set(dut.ctl.payload.value, ctl[1])
-        head = self.reads[0] if self.reads and self.reads[0][0] <= self.cycle else None
-        ctx.set(dut.mem_resp.valid, head is not None)
-        if head is not None:
-            ctx.set(dut.mem_resp.payload.rdata, head[1])
-            self.reads.popleft()  # mem_resp.ready is checked below
-            assert ctx.get(dut.mem_resp.ready)
-        if ctx.get(dut.mem_req.valid):
-            addr = ctx.get(dut.mem_req.payload.addr)
-            if ctx.get(dut.mem_req.payload.we):
-                self.mem.write64(addr, ctx.get(dut.mem_req.payload.wdata))
-                self.log.append((self.cycle, "write", addr))
-            else:
-                self.reads.append((self.cycle + self.latency, self.mem.read64(addr)))
-                self.log.append((self.cycle, "read", addr))
-        resp = None
-        if ctx.get(dut.resp.valid):
-            resp = {f: ctx.get(getattr(dut.resp.payload, f)) for f in RESP_FIELDS}
-            self.log.append((self.cycle, "resp", resp["tlb_hit"]))
-        took_req = req is not None and ctx.get(dut.req.ready)
-        took_ctl = ctl is not None and ctx.get(dut.ctl.ready)
-        if took_req:
-            self.log.append((self.cycle, "accept", req[0]))
-        if took_ctl:
-            self.log.append((self.cycle, "ctl", int(ctl[0])))
-        await ctx.tick()
-        self.cycle += 1
-        return took_req, took_ctl, resp
+            va, access, *user = req
+            request = Request(va, Access(access), bool(user[0]) if user else True, self.cycle & self.id_mask)
+        edge = await self.bench.step(request, None if ctl is None else CtlTxn(CtlOp(ctl[0]), ctl[1]))
+        for op in edge.mem:
+            self.log.append((edge.cycle, "write" if op.write else "read", op.addr))
+        if edge.response is not None:
+            self.log.append((edge.cycle, "resp", edge.response.tlb_hit))
+        if edge.req_accepted:
+            self.log.append((edge.cycle, "accept", req[0]))
+        if edge.ctl_accepted:
+            self.log.append((edge.cycle, "ctl", int(ctl[0])))
+        return edge.req_accepted, edge.ctl_accepted, edge.response
 
     def counter(self, name):
-        return self.ctx.get(getattr(self.dut.counters, name))
+        return self.bench.counters()[name]
 
 
 @pytest.mark.parametrize("latency", [1, 3])
@@ -566,12 +379,12 @@ def test_walk_timing_then_back_to_back_hits(latency):
         hits = []
         for k in range(8):
             took, _, resp = await d.step(req=(VA + 16 * k, Access.READ))
-            hits.append((took, resp and resp["tlb_hit"], resp and resp["paddr"]))
+            hits.append((took, resp and resp.tlb_hit, resp and resp.paddr))
         out["hits"] = hits
 
     d.run(script)
     per_level = latency + 1
-    assert out["miss"]["tlb_hit"] == 0 and out["miss"]["paddr"] == FRAME
+    assert not out["miss"].tlb_hit and out["miss"].paddr == FRAME
     assert out["miss_latency"] == 3 + 4 * per_level
     assert out["walk_cycles"] == 4 * per_level + 1
     reads = [c for c, e, _ in d.log if e == "read"]
@@ -607,56 +420,35 @@ def test_flush_va_acknowledged_in_its_second_cycle():
 
     d.run(script)
     assert out["acks"] == (False, True)
-    assert out["after"]["tlb_hit"] == 0  # the entry is gone
+    assert not out["after"].tlb_hit  # the entry is gone
 
 
 # ---- directed scenarios, one operation at a time, against the reference -------------------------
 
 class Lockstep:
-    """Sequential driver: each operation completes (ack or response) before the next; every response and
-    every memory access is compared with RefMMU as it happens."""
+    """Sequential driver: each operation completes (ack or response) before the next; the scoreboard
+    compares every response, memory access and, at the end, the counters with RefMMU."""
 
     def __init__(self, cfg: MMUConfig, mem: DictMem, flags: dict, latency: int = 2):
-        self.d = Directed(cfg, mem, latency)
-        self.ref = RefMMU(cfg, DictMem(mem.words), ControlRegs(cr3=0, **flags))
-        self.flags = flags
-        self.results = []
+        self.d = Directed(cfg, mem, latency, flags=Flags(**flags), check=True)
 
     async def ctl(self, op, value):
-        self.ref.ctl(op, value)
         while not (await self.d.step(ctl=(op, value)))[1]:
             pass
 
     async def translate(self, va, access, user=1):
         d = self.d
-        d.ctx.set(d.dut.req.payload.user, user)
-        mark = len(d.log)
-        while not (await d.step(req=(va, access)))[0]:
+        while not (await d.step(req=(va, access, user)))[0]:
             pass
         resp = None
         while resp is None:
             _, _, resp = await d.step()
         for _ in range(4):  # let the fill finish
             await d.step()
-        exp = self.ref.translate(va, Access(access), bool(user), resp["id"])
-        want = dict(paddr=exp.paddr, fault=int(exp.fault), error_code=exp.error_code, size=int(exp.size),
-                    tlb_hit=int(exp.tlb_hit), id=resp["id"])
-        reads = [a for _, e, a in d.log[mark:] if e == "read"]
-        writes = [a for _, e, a in d.log[mark:] if e == "write"]
-        w_reads = [a for _, a, _ in exp.walk.reads] if exp.walk else []
-        w_writes = [a for a, _ in exp.walk.writes] if exp.walk else []
-        self.results.append((hex(va), resp == want and reads == w_reads and writes == w_writes, resp, want))
         return resp
 
     def run(self, script):
-        async def wrapped(d):
-            for k, v in self.flags.items():
-                d.ctx.set(getattr(d.dut.flags, k), int(v))
-            await script(self)
-
-        self.d.run(wrapped)
-        bad = [r for r in self.results if not r[1]]
-        assert not bad, bad
+        self.d.run(lambda d: script(self))
 
 
 def two_spaces():
@@ -678,12 +470,12 @@ def test_duplicate_matches_priority_and_fill_in_place(dtlb):
 
     async def script(ls):
         await ls.ctl(CtlOp.WRITE_CR3, 0x1000 | 1)
-        assert (await ls.translate(VA, Access.READ))["paddr"] == 0x1111_1000
+        assert (await ls.translate(VA, Access.READ)).paddr == 0x1111_1000
         await ls.ctl(CtlOp.WRITE_CR3, 0x11000 | 2 | CR3_NOFLUSH)
-        assert (await ls.translate(VA, Access.READ))["paddr"] == 0x2222_2000
+        assert (await ls.translate(VA, Access.READ)).paddr == 0x2222_2000
         await ls.ctl(CtlOp.WRITE_CR3, 0x1000 | 1 | CR3_NOFLUSH)
         r = await ls.translate(VA, Access.READ)
-        assert (r["tlb_hit"], r["paddr"]) == (1, 0x1111_1000)  # two matches: way 0 (PCID 1) wins
+        assert (r.tlb_hit, r.paddr) == (True, 0x1111_1000)  # two matches: way 0 (PCID 1) wins
         await ls.translate(VA, Access.WRITE)  # clean: invalidated, walks, fills in place of the global one
         await ls.translate(VA, Access.WRITE)
         await ls.ctl(CtlOp.WRITE_CR3, 0x11000 | 2 | CR3_NOFLUSH)
@@ -693,3 +485,19 @@ def test_duplicate_matches_priority_and_fill_in_place(dtlb):
         await ls.translate(VA, Access.READ)
 
     ls.run(script)
+
+
+def test_the_scoreboard_catches_a_flush_the_reference_never_heard_of():
+    """The checker can fail: the hardware flushes VA, the reference (fault injection) does not, so it
+    predicts a TLB hit where the hardware walks."""
+    ls = Lockstep(MMUConfig(), simple_tables(), dict(wp=True, nxe=True, smep=False, smap=False, pcide=False))
+    ls.d.bench.scoreboard.drop_ctl_op = CtlOp.FLUSH_VA
+
+    async def script(ls):
+        await ls.ctl(CtlOp.WRITE_CR3, 0x1000)
+        await ls.translate(VA, Access.READ)
+        await ls.ctl(CtlOp.FLUSH_VA, VA)
+        await ls.translate(VA, Access.READ)
+
+    with pytest.raises(ScoreboardMismatch, match=r"MISMATCH \(tlb_hit, walk reads"):
+        ls.run(script)

@@ -4,7 +4,7 @@ import os
 import tracemalloc
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.errors import UserError
@@ -160,3 +160,50 @@ def test_export_image_of_large_memory_is_sparse_on_disk(tmp_path):
         f.seek(15 * GiB)
         assert int.from_bytes(f.read(8), "little") == 42
     assert os.stat(path).st_blocks * 512 < 64 * MiB
+
+
+_op = st.one_of(
+    st.tuples(st.just("write64"), st.integers(0, 4 * 512 - 1), st.integers(0, (1 << 64) - 1)),
+    st.tuples(st.just("write"), st.integers(0, 4 * 4096 - 1), st.binary(min_size=0, max_size=5000)),
+    st.tuples(st.just("page"), st.integers(0, 3), st.lists(st.sampled_from([0, 0, 0, 7, 1 << 63]),
+                                                           min_size=512, max_size=512)),
+    st.tuples(st.just("copy"), st.integers(0, 3), st.integers(0, 3)),
+    st.tuples(st.just("zero"), st.integers(0, 3), st.just(0)),
+)
+
+
+@settings(derandomize=True, max_examples=300)
+@given(ops=st.lists(_op, max_size=60))
+def test_sparse_frames_read_back_exactly_what_a_flat_byte_array_holds(ops):
+    """Frames kept as one word, a few words or 4 KiB behave as one flat memory, whatever the mix of writes."""
+    mem, flat = PhysMem(4 * 4096), bytearray(4 * 4096)
+    for op, a, b in ops:
+        if op == "write64":
+            mem.write64(a * 8, b)
+            flat[a * 8:a * 8 + 8] = b.to_bytes(8, "little")
+        elif op == "write":
+            data = b[:len(flat) - a]
+            mem.write(a, data)
+            flat[a:a + len(data)] = data
+        elif op == "page":
+            data = b"".join(w.to_bytes(8, "little") for w in b)
+            mem.write(a * 4096, data)
+            flat[a * 4096:(a + 1) * 4096] = data
+        elif op == "copy":
+            mem.copy_frame(a, b)
+            flat[a * 4096:(a + 1) * 4096] = flat[b * 4096:(b + 1) * 4096]
+        else:
+            mem.zero_frame(a)
+            flat[a * 4096:(a + 1) * 4096] = bytes(4096)
+    assert mem.read(0, len(flat)) == bytes(flat)
+    assert all(mem.read_frame(i) == bytes(flat[i * 4096:(i + 1) * 4096]) for i in range(4))
+    assert all(mem.read64(i * 8) == int.from_bytes(flat[i * 8:i * 8 + 8], "little") for i in range(0, 2048, 37))
+
+
+def test_a_stamped_page_costs_a_word_not_a_frame():
+    mem = PhysMem(64 * MiB)
+    for pfn in range(1000):
+        mem.write64((pfn << 12) + 0x10, pfn + 1)
+    assert mem.touched_frames == 1000 and mem.resident_bytes == 8000
+    mem.write(0x5000 + 1, b"x")  # a byte write makes that frame a full one
+    assert mem.resident_bytes == 7992 + 4096 and mem.read64(0x5010) == 6

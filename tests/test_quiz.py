@@ -225,6 +225,12 @@ def test_oom_victim_is_the_highest_badness(seed):
     assert "mm/oom_kill.c" in q.worked
 
 
+def test_an_oom_question_with_every_process_unkillable_ends_in_the_panic():
+    q = quiz.make("oom", 499)  # three processes, all at oom_score_adj -1000
+    assert q.answer == solve_oom(q.question) == "Answer: none: every process is unkillable"
+    assert "Kernel panic - not syncing: System is deadlocked on memory" in q.worked
+
+
 def test_oom_questions_involve_swap():
     q = quiz.make("oom", 1)
     assert any(int(row.split()[9]) > 0 for row in re.findall(r"^\[\s*\d+\]\s+.*$", q.question, re.M))
@@ -268,3 +274,62 @@ def test_free_trace_conserves_pages_and_pages_in_on_touch():
                 touched.add(r[1])
                 checked += 1
     assert checked > 5
+
+
+# --- knobs: one parameter fixed, the rest from the seed, the answer still the independent solver's ---------------
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("entries, ways, policy", [(8, 2, "lru"), (16, 4, "plru"), (4, 4, "fifo"), (8, 8, "random"),
+                                                   (4, 1, "lru")])
+def test_tlb_knobs_set_the_geometry_and_the_answers_still_match(seed, entries, ways, policy):
+    q = quiz.make("tlb", seed, {"entries": str(entries), "ways": str(ways), "policy": policy, "accesses": "20"})
+    sets = entries // ways
+    assert f"A TLB with {entries} entries" in q.question and f"({sets} set{'s' if sets > 1 else ''} of {ways} way" \
+        in q.question
+    assert len(re.findall(r"^  \d+\s+0x[0-9a-f]{8}$", q.question, re.M)) == 20
+    hits = re.search(r"hits?: ([\d, ]*) \(", q.answer)
+    mine = solve_tlb(q.question)
+    assert [int(h) for h in hits.group(1).split(", ")] == mine if mine else "0 hits" in q.answer
+
+
+def test_a_knob_leaves_the_rest_of_the_seed_alone():
+    plain = quiz.make("tlb", 5)
+    policy = re.search(r"^Policy: (\S+)", plain.question, re.M).group(1).rstrip(":").lower()
+    same = {"lru": "lru", "tree": "plru", "fifo": "fifo", "random": "random"}.get(policy)
+    if same:  # naming the policy the seed drew anyway gives the very same question
+        assert quiz.make("tlb", 5, {"policy": same}).question == plain.question
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_buddy_knobs_set_zone_and_length_and_the_answers_still_match(seed):
+    q = quiz.make("buddy", seed, {"zone-pages": "128", "requests": "20"})
+    assert "A zone of 128 pages" in q.question
+    assert len(re.findall(r"^  \d+\. ", q.question, re.M)) == 20
+    assert q.answer == solve_buddy(q.question)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_translate_knobs_fix_the_access_and_the_answers_still_match(seed):
+    q = quiz.make("translate", seed, {"access": "x", "mode": "supervisor"})
+    assert "A supervisor instruction fetch of virtual address" in q.question
+    assert model_translate(q.answer) == solve_translate(q.question)
+
+
+def test_oom_and_free_knobs():
+    q = quiz.make("oom", 1, {"processes": "6"})
+    assert len(re.findall(r"^\[\s*\d+\]", q.question, re.M)) == 6
+    assert q.answer == solve_oom(q.question)
+    assert "MemTotal" in quiz.make("free", 2, {"mem": "512"}).worked
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["quiz", "buddy", "--ways", "2"], "--ways: not a knob of quiz buddy"),
+    (["quiz", "tlb", "--entries", "12"], "--entries 12: must be a power of two from 2 to 64"),
+    (["quiz", "tlb", "--entries", "4", "--ways", "8"], "--ways 8: a TLB of 4 entries has at most 4 ways"),
+    (["quiz", "tlb", "--policy", "mru"], "--policy 'mru': one of lru, plru, fifo, random"),
+    (["quiz", "buddy", "--requests", "x"], "--requests 'x': must be a whole number"),
+])
+def test_bad_knobs_are_one_line_errors(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

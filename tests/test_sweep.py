@@ -21,7 +21,7 @@ from replay.lackey import SHIPPED_TRACE, Trace, read_lackey
 from replay.stack_distance import COLD, count_smaller_before, lru_hits, stack_distances
 from replay.sweep import CycleModel, LRUStack, Point, itlb_miss_positions, replay_walks, sweep
 from replay.trace_replay import AddressSpace, replay
-from sim.hw_timing import time_translations
+from sim.pysim import time_translations
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_TRACE = SHIPPED_TRACE

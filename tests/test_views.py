@@ -1,5 +1,6 @@
 """`mmu free/top/vmstat/maps/buddyinfo/slabinfo`: the Linux tools' output for the model, checked against
-procps-ng itself where it is installed (the model's /proc files bind-mounted over the real ones)."""
+procps-ng itself where it is installed (the model's /proc files bind-mounted over the real ones; free against
+procps-ng 3.3.17 and 4.x is in test_oracle_procps.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from model.proc import show_mem
 from model.user import procps, reports
 from model.user.procps import free_text, mem_values, parse_meminfo, top_memory_lines, vmstat_text
 from model.user.workload import Runner, boot_kernel, parse, run_workload
+from proc_bind import namespace_problem, run_with_proc
 
 # A meminfo with buffers, page cache, reclaimable slab and swap in use, and values just under a MiB/GiB
 # boundary, so truncation and rounding show.
@@ -66,12 +68,16 @@ def test_the_two_used_definitions_differ_by_exactly_what_their_formulas_say():
     assert row4[1:2] + row4[3:] == row33[1:2] + row33[3:]  # only used differs
 
 
-def test_procps_3_3_free_is_one_column_narrower_and_has_no_committed_line():
-    """3.3.x printed the label with "%-7s" and every value with " %11s"; 4.x pads the label to 9."""
-    head4, mem4 = free_text(MEMINFO).splitlines()[:2]
-    head33, mem33 = free_text(MEMINFO, procps="3.3").splitlines()[:2]
-    assert head4.index("total") == 15 and head33.index("total") == 14
-    assert len(mem4) == len(mem33) + 1
+def test_procps_3_3_free_h_truncates_to_whole_mib_and_ignores_si_without_a_unit():
+    """3.3.17 free.c scale_size(): -h scales ``(size / 1024) * base / power(base, i - 2)`` with size in KiB,
+    an integer division first, so 1023 KiB reads 0.0Ki (4.x: 1.0Mi) and 1536 KiB 1.0Mi (4.x: 1.5Mi); without
+    a unit it prints "%ld" of the KiB whatever --si says (4.0.1 NEWS: "free: Use --kilo when only
+    specifying --si").  The layout is the same; only 4.x has -v."""
+    assert [procps.scale_size(kb, "h", procps="3.3") for kb in (1023, 1536)] == ["0.0Ki", "1.0Mi"]
+    assert [procps.scale_size(kb, "h", procps="4") for kb in (1023, 1536)] == ["1.0Mi", "1.5Mi"]
+    assert procps.scale_size(1000, si=True, procps="3.3") == "1000"
+    assert procps.scale_size(1000, si=True, procps="4") == str(1000 * 1024 // 1000)
+    assert free_text(MEMINFO).splitlines()[0] == free_text(MEMINFO, procps="3.3").splitlines()[0]
     with pytest.raises(Exception, match="4.0.1"):
         free_text(MEMINFO, committed=True, procps="3.3")
 
@@ -88,43 +94,13 @@ def test_memavailable_of_0_falls_back_to_memfree_in_4_and_to_the_min_free_kbytes
 
 def _root_tools(*tools: str) -> str | None:
     """Why the real procps-ng 4 tools cannot run here under a private mount namespace, or None."""
-    if os.geteuid() != 0:
-        return "needs root for unshare -m and bind mounts"
-    for tool in (*tools, "unshare", "mount"):
+    for tool in tools:
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed"
-    for tool in tools:
         version = subprocess.run([tool, "-V"], capture_output=True, text=True).stdout
         if "procps-ng 4." not in version:
             return f"{tool} is not procps-ng 4.x: {version.strip()!r}"
-    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
-        return "unshare -m is not permitted here"
-    return None
-
-
-def run_with_proc(tmp_path, files: dict[str, str], command: str) -> str:
-    """Run ``command`` with each /proc/NAME replaced by the given text (bind mounts in a private namespace)."""
-    mounts = []
-    for name, text in files.items():
-        path = tmp_path / name.replace("/", "_")
-        path.write_text(text)
-        mounts.append(f"mount --bind {path} /proc/{name}")
-    script = " && ".join(mounts + [f"HOME={tmp_path} exec {command}"])
-    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=True).stdout
-
-
-FREE_OPTIONS = {"-b": ("b", False), "-m": ("m", False), "-g": ("g", False), "--si": ("k", True),
-                "--mega": ("m", True), "-h": ("h", False), "-h --si": ("h", True)}
-
-
-@pytest.mark.skipif(_root_tools("free") is not None, reason=str(_root_tools("free")))
-@pytest.mark.parametrize("option", [*FREE_OPTIONS, "-w -t -l -v"])
-def test_real_free_prints_the_same_for_every_unit_and_extra_line(tmp_path, machines, option):
-    unit, si = FREE_OPTIONS.get(option, ("k", False))
-    extra = dict(wide="-w" in option, total="-t" in option, lohi="-l" in option, committed="-v" in option)
-    for text in [MEMINFO] + [show_mem.meminfo(k) for k in machines.values()]:
-        real = run_with_proc(tmp_path, {"meminfo": text}, f"free {option}")
-        assert real == free_text(text, unit, si=si, **extra)
+    return namespace_problem()
 
 
 # --- top ----------------------------------------------------------------------------------------
@@ -173,21 +149,36 @@ def test_top_cpu_and_time_come_from_the_model_clock_one_tick_per_operation(tmp_p
 @pytest.mark.skipif(_root_tools("top") is not None, reason=str(_root_tools("top")))
 def test_real_top_prints_the_same_memory_summary_and_mem_percent_rule(tmp_path, machines):
     """Real top over the model's /proc/meminfo: its "MiB Mem"/"MiB Swap" lines are ours byte for byte,
-    and the %MEM it prints for the real processes follows RES * 100 / (the model's) MemTotal."""
-    for k in machines.values():
+    and the %MEM it prints follows RES * 100 / (the model's) MemTotal.  Only a process this test starts is
+    listed (-p), so what else runs on the machine cannot change the table."""
+    sleeper = subprocess.Popen([shutil.which("sleep"), "30"])
+    try:
+        outputs = [(k, run_with_proc(tmp_path, {"meminfo": show_mem.meminfo(k)},
+                                     [f"top -b -n 1 -w 200 -p {sleeper.pid}"])[0]) for k in machines.values()]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    for k, out in outputs:
         meminfo = show_mem.meminfo(k)
-        out = run_with_proc(tmp_path, {"meminfo": meminfo}, "top -b -n 1 -w 200")
         lines = out.splitlines()
         start = next(i for i, line in enumerate(lines) if line.startswith("MiB Mem"))
         assert "\n".join(lines[start:start + 2]) + "\n" == top_memory_lines(meminfo)
         mem_total = parse_meminfo(meminfo)["MemTotal"]
         table = lines[lines.index(next(x for x in lines if x.lstrip().startswith("PID"))) + 1:]
+        assert [row.split()[0] for row in table if row.strip()] == [str(sleeper.pid)]
         for row in table:
             cells = row.split()
             if not re.fullmatch(r"\d+", cells[5]):
                 continue  # RES scaled to m/g: too coarse to recompute %MEM
             assert cells[9] == procps._scale_pcnt(procps._c_float(procps._c_float(int(cells[5]) * 100) /
                                                                   mem_total), 5)
+
+
+def test_top_mem_percent_that_does_not_fit_its_column_follows_top_c_scale_pcnt():
+    """top.c scale_pcnt(): "%#.1f" if it fits the width, else "%*.0f", else "?" (procps-ng 4.0.2)."""
+    assert procps._scale_pcnt(12.34, 5) == "12.3"
+    assert procps._scale_pcnt(1234.4, 5) == " 1234"  # "1234.4" is 6 wide
+    assert procps._scale_pcnt(123456.0, 5) == "?"
 
 
 @pytest.mark.skipif(_root_tools("top") is not None, reason=str(_root_tools("top")))
@@ -238,7 +229,7 @@ def test_real_vmstat_prints_the_same_from_the_models_meminfo_stat_and_vmstat(tmp
     unit = option.split()[-1] if "-S" in option else "K"
     for k in machines.values():
         files = proc_files(k)
-        real = run_with_proc(tmp_path, files, f"vmstat {option}")
+        [real] = run_with_proc(tmp_path, files, [f"vmstat {option}"])
         if option == "-s":
             mine = procps.vmstat_stats_text(*files.values())
         elif option == "-f":

@@ -33,14 +33,14 @@ def _new_mm(k, task_rng_base: int) -> MM:
 
 def spawn(k, name: str, oom_score_adj: int = 0) -> Task:
     """fork + execve of /usr/bin/NAME: a fresh address space with the ELF layout."""
-    if not k.ensure_free(16, None):
+    task = Task(pid=k.alloc_pid(), name=name, mm=None, oom_score_adj=oom_score_adj)
+    if not k.ensure_free(16, task):  # the new process allocates (the OOM report names it)
         raise SyscallError("ENOMEM", f"spawn {name}")
     path = f"/usr/bin/{name}"
     prog = k.disk.files.get(path) or k.disk.create(path, TEXT + RODATA + DATA)
-    pid = k.alloc_pid()
-    mm = _new_mm(k, mmap_base(k.rng, k.aslr))
+    pid = task.pid
+    mm = task.mm = _new_mm(k, mmap_base(k.rng, k.aslr))
     mm.pcid = k.pcid_for(pid)
-    task = Task(pid=pid, name=name, mm=mm, oom_score_adj=oom_score_adj)
     task.task_slab = k.caches["task_struct"].alloc()
     task.stack_pfn = k.stack_pages.alloc_pages(THREAD_SIZE_ORDER)
     k.tasks[pid] = task

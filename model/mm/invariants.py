@@ -4,16 +4,24 @@
 
 - every frame of the buddy zone is either free or held by exactly one owner
   (a slab, a page-table page, a kernel stack, or a user page), and the buddy
-  allocator agrees on the block and its order; the hugetlb pool's pages are
-  free in the pool or in use, never both;
+  allocator agrees on the block and its order and that it is not free; its
+  free lists add up to its free counter; the hugetlb pool's pages are free in
+  the pool or in use, never both;
 - every present leaf maps the zero page (read-only) or a page whose reverse
-  map lists that (mm, va), and the reverse maps hold nothing else; the RSS
-  counters equal what the page tables map, swap-entry counts equal swap_map;
+  map lists that (mm, va), never a free frame, and the reverse maps hold
+  nothing else; the RSS counters equal what the page tables map;
+- every swap slot's swap_map count equals the references to it (swap PTEs and
+  shmem mapping entries), and the device's free and used slots add up;
 - a writable PTE never maps an anonymous page that another PTE also maps
   (copy-on-write would be broken); every leaf lies inside a VMA of its mm;
+  VMAs do not overlap;
 - page-cache pages sit at their index in their mapping, every LRU page is on
-  the list it says, and each task's stamps (values it stored) are still where
-  it left them: in its page or in the swap slot its PTE names.
+  the list it says, no anonymous page is left unmapped, and each task's
+  stamps (values it stored) are still where it left them: in its page or in
+  the swap slot its PTE names.
+
+tests/conftest.py installs ``check`` as the workload runner's ``AFTER_RUN``
+hook, and tests/test_invariants.py feeds it each kind of corruption.
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ def _frames(k, errors: list[str]) -> None:
         owned_pages += 1 << order
         if k.buddy.allocated_order(pfn) != order:
             errors.append(f"pfn {pfn:#x} ({who}): the buddy allocator does not hold it as an order-{order} block")
+        if k.buddy.is_free(pfn):
+            errors.append(f"pfn {pfn:#x} ({who}): also on a buddy free list")
+    listed = sum(n << order for order, n in enumerate(k.buddy.free_area))
+    if listed != k.buddy.nr_free_pages:
+        errors.append(f"buddy free lists hold {listed} pages, the free counter says {k.buddy.nr_free_pages}")
     if owned_pages + k.buddy.nr_free_pages != k.buddy.nr_pages:
         errors.append(f"buddy zone: {k.buddy.nr_free_pages} free + {owned_pages} owned != {k.buddy.nr_pages} pages "
                       f"(a leak or a double count)")
@@ -93,6 +106,9 @@ def _mappings(k, errors: list[str]) -> None:
                     errors.append(f"pid {task.pid}: {va:#x} maps the zero page writable")
                 continue
             page = k.pages.get(pfn)
+            if page is None and k.buddy.is_free(pfn):
+                errors.append(f"pid {task.pid}: {va:#x} maps pfn {pfn:#x}, which is free in the buddy allocator")
+                continue
             if page is None or (mm, va) not in page.rmap:
                 errors.append(f"pid {task.pid}: {va:#x} maps pfn {pfn:#x}, which does not list this mapping")
                 continue
@@ -108,14 +124,26 @@ def _mappings(k, errors: list[str]) -> None:
             if rss[key] != mm.rss[key]:
                 errors.append(f"pid {task.pid}: RSS {key} counter {mm.rss[key]} != {rss[key]} in the page tables")
         _stamps(k, task, entries, errors)
-    total_rmap = sum(p.mapcount for p in k.pages.values())
-    if total_rmap != len(rmap_seen):
-        errors.append(f"reverse maps list {total_rmap} mappings, page tables hold {len(rmap_seen)}")
+    for page in k.pages.values():
+        for mm, va in page.rmap:
+            if (page.pfn, id(mm), va) not in rmap_seen:
+                errors.append(f"{page}: its reverse map lists {va:#x}, whose PTE does not map it")
     for mapping in _shared_mappings(k):
         for offset in mapping.swapped.values():
             swap_refs[offset] += 1
-    if dict(swap_refs) != k.swap.swap_map:
-        errors.append(f"swap_map {len(k.swap.swap_map)} slots disagrees with the {len(swap_refs)} slots referenced")
+    _swap(k, swap_refs, errors)
+
+
+def _swap(k, refs: Counter, errors: list[str]) -> None:
+    """swap_map[offset] is the number of references (PTEs, shmem entries) to the slot; the rest are free."""
+    swap = k.swap
+    wrong = sorted(o for o in set(refs) | set(swap.swap_map) if refs[o] != swap.swap_map.get(o, 0))
+    for offset in wrong[:8]:
+        errors.append(f"swap slot {offset}: swap_map counts {swap.swap_map.get(offset, 0)}, "
+                      f"{refs[offset]} references hold it")
+    if swap.free_pages + len(swap.swap_map) != swap.total_pages:
+        errors.append(f"swap device: {swap.free_pages} free + {len(swap.swap_map)} in use != "
+                      f"{swap.total_pages} slots")
 
 
 def _shared_mappings(k):

@@ -27,6 +27,7 @@ ticks /proc/stat, vmstat and top show).
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from model.mm.mm_types import MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, Page, T
 from model.mm.mmap import find_vma
 from model.mm.page_alloc import BuddyAllocator
 from model.mm.slub import SlabAllocator
-from model.mm.swapfile import SwapDevice
+from model.mm.swapfile import MAX_SWAP_OFFSET, SwapDevice
 from model.reference.ref_walker import ControlRegs, walk
 from model.x86.physmem import PhysMem
 from model.x86.pte import PAGE_SHIFT, PAGE_SIZE, Access, FaultKind
@@ -51,10 +52,17 @@ KERNEL_RESERVED_BYTES = 4 << 20
 # arch/x86/mm/tlb.c tlb_single_page_flush_ceiling: above this many pages a range flush is a full flush.
 TLB_SINGLE_PAGE_FLUSH_CEILING = 33
 
+# Host bytes one hugetlb pool page costs at boot (its slot in the free list and its pfn object).
+HUGETLB_BYTES_PER_PAGE = 40
+
 # The first pid the model hands out; every pid from there on is one fork (/proc/stat "processes").
 FIRST_PID = 100
 
 _RSS_COUNTER = {"anon": MM_ANONPAGES, "file": MM_FILEPAGES, "buffer": MM_FILEPAGES, "shmem": MM_SHMEMPAGES}
+
+
+class KernelPanic(Exception):
+    """The kernel panicked (``Kernel.panic``): the machine stops; its state is left as it was."""
 
 
 @dataclass
@@ -184,8 +192,7 @@ class Kernel:
     def __init__(self, mem: int = 256 << 20, swap: int = 0, *, seed: int = 0, aslr: bool = False,
                  pcide: bool = False, hugepages: int = 0, hugepages_1g: int = 0, maxphyaddr: int = 40,
                  min_free_kbytes: int | None = None) -> None:
-        if mem < 16 << 20:
-            raise UserError(f"memory size {mem}: the kernel model needs at least 16M")
+        check_sizes(mem, swap, hugepages + hugepages_1g, maxphyaddr)
         self.mem = PhysMem(mem)
         self.maxphyaddr = maxphyaddr
         self.seed = seed
@@ -293,13 +300,14 @@ class Kernel:
 
     # --- page allocation ---------------------------------------------------------
 
-    def ensure_free(self, nr: int, task: Task | None) -> bool:
-        """Make ``nr`` pages allocatable without going below the min watermark.
+    def ensure_free(self, nr: int, task: Task) -> bool:
+        """Make ``nr`` pages allocatable for ``task`` without going below the min watermark.
 
         Wakes kswapd below the low watermark (it reclaims one batch per
         allocation until free memory is above high), reclaims directly below
         min, and calls the OOM killer when reclaim makes no progress.  Returns
-        False when ``task`` was the OOM victim or nothing could free memory.
+        False when ``task`` was the OOM victim; with nothing to kill the
+        kernel panics.
         """
         wm = self.buddy.watermarks
         if self.buddy.nr_free_pages - nr < wm.low and not self.kswapd_active:
@@ -316,12 +324,14 @@ class Kernel:
             if freed:
                 continue
             from model.mm.oom_kill import out_of_memory
-            victim = out_of_memory(self, task)
-            if victim is None:
-                return self.buddy.nr_free_pages >= nr
-            if victim is task:
+            if out_of_memory(self, task) is task:
                 return False
         return True
+
+    def panic(self, message: str) -> None:
+        """panic(): log it and stop the machine (the workload runner ends the run)."""
+        self.dmesg.append(f"Kernel panic - not syncing: {message}")
+        raise KernelPanic(message)
 
     def alloc_page(self, kind: str, *, mapping=None, index: int = 0, zero: bool = True) -> Page:
         """One order-0 user page straight from the buddy allocator (``ensure_free`` came first)."""
@@ -349,13 +359,14 @@ class Kernel:
     # --- reverse map and RSS -------------------------------------------------------
 
     def page_add_rmap(self, page: Page, mm, va: int) -> None:
-        page.rmap.add((mm, va))
+        page.rmap.append((mm, va))
         counter = _RSS_COUNTER.get(page.kind)
         if counter:
             mm.rss[counter] += 1
 
     def page_remove_rmap(self, page: Page, mm, va: int) -> None:
-        page.rmap.discard((mm, va))
+        if (mm, va) in page.rmap:
+            page.rmap.remove((mm, va))
         counter = _RSS_COUNTER.get(page.kind)
         if counter:
             mm.rss[counter] -= 1
@@ -421,6 +432,31 @@ class Kernel:
     def managed_pages(self) -> int:
         """totalram_pages: every frame but the kernel's reserved ones (hugetlb pool included)."""
         return self.mem.nr_frames - self.reserved_pages
+
+
+def host_memory() -> int:
+    """The host's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_sizes(mem: int, swap: int, huge_pages: int, maxphyaddr: int) -> None:
+    """Refuse a machine the model cannot represent or the host cannot hold.
+
+    Boot bookkeeping is otherwise independent of the sizes (the buddy allocator's
+    and the swap device's untouched parts are ranges, physical memory is sparse);
+    the hugetlb pool lists each of its pages.
+    """
+    if mem < 16 << 20:
+        raise UserError(f"memory size {mem}: the kernel model needs at least 16M")
+    if mem > 1 << maxphyaddr:
+        raise UserError(f"memory size {mem}: above 2^MAXPHYADDR = {1 << maxphyaddr} bytes, which a "
+                        f"{maxphyaddr}-bit physical address cannot reach")
+    if swap // PAGE_SIZE - 1 > MAX_SWAP_OFFSET:
+        raise UserError(f"swap size {swap}: above the {MAX_SWAP_OFFSET + 1} pages an x86-64 swap entry can name")
+    need = huge_pages * HUGETLB_BYTES_PER_PAGE
+    if need > host_memory() // 2:
+        raise UserError(f"{huge_pages} huge pages: their bookkeeping ({need >> 20} MiB) would not fit in half of "
+                        f"this host's {host_memory() >> 20} MiB")
 
 
 def find_vma_for_stamp(task: Task, vaddr: int):

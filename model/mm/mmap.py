@@ -157,10 +157,13 @@ def do_mmap(k, task, addr: int, length: int, prot: int, flags: int, file=None, o
         vflags |= VM_HUGETLB
         k.hugetlb.reserve(page_size, length // psz)  # raises ENOMEM when the pool is short
         mapping = AddressSpace("hugetlb") if shared else None
-    elif file is None and shared:
-        mapping = AddressSpace("shmem")  # shmem_zero_setup(): MAP_SHARED|MAP_ANONYMOUS is a tmpfs object
-    elif file is None and not vm_enough_memory(k, length // PAGE_SIZE):
-        raise SyscallError("ENOMEM", f"mmap of {length} bytes exceeds RAM + swap (heuristic overcommit)")
+    elif file is None:
+        # Anonymous memory is accounted: private by accountable_mapping(), shared by shmem_acct_size()
+        # when shmem_zero_setup() makes it a tmpfs object; both end in __vm_enough_memory().
+        if not vm_enough_memory(k, length // PAGE_SIZE):
+            raise SyscallError("ENOMEM", f"mmap of {length} bytes exceeds RAM + swap (heuristic overcommit)")
+        if shared:
+            mapping = AddressSpace("shmem")
     if not k.ensure_free(2, task):
         raise SyscallError("ENOMEM", "no memory for the vm_area_struct")
     vma = VMA(addr, addr + length, vflags, file, offset // PAGE_SIZE, mapping, page_size=page_size,

@@ -1,16 +1,23 @@
 """The OOM killer (Linux mm/oom_kill.c).
 
 When reclaim cannot free enough memory, ``out_of_memory`` picks the task with
-the highest ``oom_badness`` and kills it, logging the kernel's own lines::
+the highest ``oom_badness`` and kills it, logging what Linux 5.x-6.6 logs
+(``dump_header``, ``dump_tasks``, ``dump_oom_summary``, ``__oom_kill_process``)::
 
     NAME invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO), order=0, oom_score_adj=0
+    Tasks state (memory values in pages):
+    [  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name
+    [    100]     0   100     8250      514    45056        0             0 NAME
+    oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=NAME,pid=N,uid=0
     Out of memory: Killed process PID (NAME) total-vm:NkB, anon-rss:NkB, file-rss:NkB, shmem-rss:NkB, UID:0 pgtables:NkB oom_score_adj:N
 
-(the format string of ``__oom_kill_process()``).  The victim's memory is freed
-at once (Linux: the OOM reaper and the victim's exit).  Each call leaves an
-``oom`` decision in ``k.decisions`` with every candidate's badness and its
-terms (rss, swap entries, page tables, oom_score_adj: what Linux's
-``dump_tasks()`` lists in the kernel log).
+The invoker is the task whose allocation failed (the faulting process, or
+the process being spawned).  The stack dump and ``show_mem`` that Linux logs
+between the first two lines are left out.  With no killable task (every one
+at oom_score_adj -1000) Linux panics, "System is deadlocked on memory", and so
+does the model (``Kernel.panic``).  The victim's memory is freed at once
+(Linux: the OOM reaper and the victim's exit).  Each call leaves an ``oom``
+decision in ``k.decisions`` with every candidate's badness and its terms.
 """
 
 from __future__ import annotations
@@ -47,8 +54,22 @@ def oom_badness(task, totalpages: int) -> int | None:
     return t["rss"] + t["swapents"] + t["pgtables"] + t["adj_pages"]
 
 
+def dump_tasks(k) -> list[str]:
+    """dump_tasks(): one row per process with an mm, in pid order, killable or not."""
+    rows = ["Tasks state (memory values in pages):",
+            "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"]
+    for t in sorted(k.tasks.values(), key=lambda t: t.pid):
+        mm = t.mm
+        rows.append(f"[{t.pid:7d}] {0:5d} {t.pid:5d} {mm.total_vm:8d} {mm.rss_pages:8d} {pgtables_bytes(mm):8d} "
+                    f"{mm.rss[MM_SWAPENTS]:8d}         {t.oom_score_adj:5d} {t.name}")
+    return rows
+
+
 def out_of_memory(k, current):
-    """Select and kill a victim; returns it, or None when no task can be killed."""
+    """Select and kill a victim for ``current``'s failed allocation; returns the victim.
+
+    With nothing killable the kernel panics (``Kernel.panic`` raises KernelPanic).
+    """
     from model.mm.fork import do_exit
     totalpages = k.managed_pages + k.swap.total_pages
     chosen, chosen_points = None, None
@@ -59,18 +80,20 @@ def out_of_memory(k, current):
         if points is None or (chosen_points is not None and points < chosen_points):
             continue
         chosen, chosen_points = task, points
-    invoker = current.name if current is not None and current.alive else "kswapd0"
-    adj = current.oom_score_adj if current is not None and current.alive else 0
-    k.dmesg.append(f"{invoker} invoked oom-killer: gfp_mask={GFP_USER_FAULT}, order=0, oom_score_adj={adj}")
-    k.decisions.record("oom", "none" if chosen is None else "kill", invoker=invoker, totalpages=totalpages,
+    k.dmesg.append(f"{current.name} invoked oom-killer: gfp_mask={GFP_USER_FAULT}, order=0, "
+                   f"oom_score_adj={current.oom_score_adj}")
+    k.dmesg.extend(dump_tasks(k))
+    k.decisions.record("oom", "none" if chosen is None else "kill", invoker=current.name, totalpages=totalpages,
                        ram_pages=k.managed_pages, swap_pages=k.swap.total_pages, candidates=candidates,
                        victim=None if chosen is None else chosen.pid)
     if chosen is None:
         k.dmesg.append("Out of memory and no killable processes...")
-        return None
+        k.panic("System is deadlocked on memory")
     mm = chosen.mm
     kb = 4
     k.vmstat["oom_kill"] += 1
+    k.dmesg.append(f"oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,"
+                   f"task_memcg=/,task={chosen.name},pid={chosen.pid},uid=0")
     k.dmesg.append(
         f"Out of memory: Killed process {chosen.pid} ({chosen.name}) total-vm:{mm.total_vm * kb}kB, "
         f"anon-rss:{mm.rss[MM_ANONPAGES] * kb}kB, file-rss:{mm.rss[MM_FILEPAGES] * kb}kB, "

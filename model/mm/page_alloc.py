@@ -100,6 +100,10 @@ class BuddyAllocator:
         # of that order?" (PageBuddy and buddy_order() in Linux).
         self._free_lists: list[dict[int, None]] = [{} for _ in range(NR_PAGE_ORDERS)]
         self._free_order: dict[int, int] = {}
+        # The boot-time order-MAX_ORDER blocks never yet allocated, [_pristine, _pristine_end) in steps of
+        # 2^MAX_ORDER: the tail of that free list, kept as a range so a zone costs the host nothing
+        # until it is used (a 1 TiB zone has 262144 of them).
+        self._pristine = self._pristine_end = 0
         self._allocated: dict[int, int] = {}
         self._nr_free = nr_pages
         self._free_pages_memory(start_pfn, self.end_pfn)
@@ -117,6 +121,10 @@ class BuddyAllocator:
             order = MAX_ORDER if start == 0 else min(MAX_ORDER, (start & -start).bit_length() - 1)
             while start + (1 << order) > end:
                 order -= 1
+            if order == MAX_ORDER:  # the maximal blocks are one contiguous run: keep it as a range
+                self._pristine = start
+                self._pristine_end = start = end & ~((1 << MAX_ORDER) - 1)
+                continue
             blocks.append((start, order))
             start += 1 << order
         for pfn, order in reversed(blocks):  # the list head is the end a LIFO pop takes
@@ -144,9 +152,13 @@ class BuddyAllocator:
             raise ValueError(f"alloc_pages(order={order}): order must be 0..{MAX_ORDER}")
         for current in range(order, NR_PAGE_ORDERS):
             free_list = self._free_lists[current]
-            if free_list:
-                pfn = free_list.popitem()[0]
-                del self._free_order[pfn]
+            if free_list or (current == MAX_ORDER and self._pristine < self._pristine_end):
+                if free_list:
+                    pfn = free_list.popitem()[0]
+                    del self._free_order[pfn]
+                else:
+                    pfn = self._pristine
+                    self._pristine += 1 << MAX_ORDER
                 while current > order:  # expand(): keep the low half, free the upper half
                     current -= 1
                     self._add_to_free_list(pfn + (1 << current), current)
@@ -199,15 +211,24 @@ class BuddyAllocator:
     @property
     def free_area(self) -> list[int]:
         """Free blocks per order 0..MAX_ORDER (``zone->free_area[order].nr_free``)."""
-        return [len(free_list) for free_list in self._free_lists]
+        counts = [len(free_list) for free_list in self._free_lists]
+        counts[MAX_ORDER] += self._nr_pristine
+        return counts
+
+    @property
+    def _nr_pristine(self) -> int:
+        return (self._pristine_end - self._pristine) >> MAX_ORDER
 
     def free_list(self, order: int) -> list[int]:
         """First pfns of the free blocks of one order, head (the block the next
         allocation of that order takes) first: ``zone->free_area[order].free_list``."""
-        return list(reversed(self._free_lists[order]))
+        head = list(reversed(self._free_lists[order]))
+        return head + list(range(self._pristine, self._pristine_end, 1 << MAX_ORDER)) if order == MAX_ORDER else head
 
     def is_free(self, pfn: int) -> bool:
         """True when the page lies inside a free block of any order."""
+        if self._pristine <= pfn < self._pristine_end:
+            return True
         for order in range(NR_PAGE_ORDERS):
             if self._free_order.get(pfn & ~((1 << order) - 1)) == order:
                 return True
@@ -230,7 +251,7 @@ class BuddyAllocator:
             return False
         if order == 0:
             return True
-        return any(self._free_lists[o] for o in range(order, NR_PAGE_ORDERS))
+        return self._nr_pristine > 0 or any(self._free_lists[o] for o in range(order, NR_PAGE_ORDERS))
 
     def buddyinfo(self) -> str:
         """This zone's line of /proc/buddyinfo, byte for byte as mm/vmstat.c

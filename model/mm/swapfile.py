@@ -56,7 +56,10 @@ class SwapDevice:
         self.nr_slots = max(size // PAGE_SIZE - 1, 0)
         self.swap_map: dict[int, int] = {}  # offset -> users
         self.data: dict[int, bytes] = {}
-        self._free = list(range(1, self.nr_slots + 1))  # a heap: the lowest free offset first
+        # Free offsets: the freed ones (a heap, all below _next) and every offset from _next up, never
+        # used; the lowest comes first, and a device costs the host nothing until it is used.
+        self._freed: list[int] = []
+        self._next = 1
 
     @property
     def total_pages(self) -> int:
@@ -64,13 +67,17 @@ class SwapDevice:
 
     @property
     def free_pages(self) -> int:
-        return len(self._free)
+        return len(self._freed) + self.nr_slots + 1 - self._next
 
     def alloc_slot(self) -> int | None:
-        """``get_swap_page()``: a free offset, or None when the device is full."""
-        if not self._free:
+        """``get_swap_page()``: the lowest free offset, or None when the device is full."""
+        if self._freed:
+            offset = heapq.heappop(self._freed)
+        elif self._next <= self.nr_slots:
+            offset = self._next
+            self._next += 1
+        else:
             return None
-        offset = heapq.heappop(self._free)
         self.swap_map[offset] = 0
         return offset
 
@@ -94,4 +101,4 @@ class SwapDevice:
             return
         del self.swap_map[offset]
         self.data.pop(offset, None)
-        heapq.heappush(self._free, offset)
+        heapq.heappush(self._freed, offset)

@@ -123,7 +123,9 @@ def shrink_page(k, page, who: str) -> str | None:
         offset = k.swap.alloc_slot()
         if offset is None:
             return None
-        users = len(page.rmap) + (1 if page.kind == "shmem" else 0)
+        # The swap entry's holders: each PTE of an anonymous page, or for shmem the one entry that
+        # replaces the page in its mapping (shmem_writepage: the PTEs are just unmapped).
+        users = 1 if page.kind == "shmem" else len(page.rmap)
         k.swap.write(offset, k.mem.read_frame(page.pfn), users)
         if page.kind == "shmem":
             del page.mapping.pages[page.index]

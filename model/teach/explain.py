@@ -62,6 +62,7 @@ NEXT_TABLE = {Level.PML4: "PDPT", Level.PDPT: "PD", Level.PD: "PT"}
 _LEVELS = (Level.PML4, Level.PDPT, Level.PD, Level.PT)
 _LEAF_SIZE = {Level.PT: PageSize.SIZE_4K, Level.PD: PageSize.SIZE_2M, Level.PDPT: PageSize.SIZE_1G}
 _SIZE_WORDS = {PageSize.SIZE_4K: "4 KiB", PageSize.SIZE_2M: "2 MiB", PageSize.SIZE_1G: "1 GiB"}
+_LEAF_NAME = {PageSize.SIZE_2M: "PDE (PS=1)", PageSize.SIZE_1G: "PDPTE (PS=1)"}
 
 
 # --- parsing user input ------------------------------------------------------------
@@ -120,18 +121,26 @@ def _bits(value: int, positions) -> str:
 
 # --- the address split ------------------------------------------------------------------
 
-def render_split(vaddr: int) -> str:
-    """The virtual address cut into sign extension, four 9-bit indices and the 12-bit offset (SDM fig. 4-8)."""
+def render_split(vaddr: int, size: PageSize = PageSize.SIZE_4K) -> str:
+    """The virtual address cut as a page of ``size`` uses it (SDM figures 4-8 to 4-10): the sign extension,
+    the table indices down to the leaf's level, and the offset into the page (12, 21 or 30 bits)."""
     top = vaddr >> 48
     bit47 = vaddr >> 47 & 1
     canon = "canonical" if is_canonical(vaddr) else "NOT canonical"
     rows = [["63:48", "sign extension", f"{top:016b}", f"{top:#06x}", f"must all equal bit 47 ({bit47}): {canon}"]]
     for level, name in zip(_LEVELS, ("PML4", "PDPT", "PD", "PT")):
+        if level.shift < size.shift:
+            break
         index = level.index(vaddr)
         rows.append([f"{level.shift + 8}:{level.shift}", f"{name} index", f"{index:09b}", f"{index:#05x}", str(index)])
-    offset = vaddr & 0xFFF
-    rows.append(["11:0", "page offset", f"{offset:012b}", f"{offset:#05x}", str(offset)])
-    return f"Virtual address {vaddr_str(vaddr)}\n" + table(["bits", "field", "binary", "hex", "decimal"], rows)
+    offset = vaddr & (size.bytes - 1)
+    width = size.shift
+    rows.append([f"{width - 1}:0", "page offset", f"{offset:0{width}b}", f"{offset:#0{2 + (width + 3) // 4}x}",
+                 str(offset)])
+    title = f"Virtual address {vaddr_str(vaddr)}"
+    if size != PageSize.SIZE_4K:
+        title += f", as the {_SIZE_WORDS[size]} page it falls in splits it (the walk ends at the {_LEAF_NAME[size]})"
+    return title + "\n" + table(["bits", "field", "binary", "hex", "decimal"], rows)
 
 
 # --- one entry, bit by bit ----------------------------------------------------------------
@@ -329,7 +338,8 @@ def render_ad(result: WalkResult, maxphyaddr: int) -> str:
 def render_translation(result: WalkResult, vaddr: int, access: Access, user: bool, ctrl: ControlRegs,
                        maxphyaddr: int, pwc: PWCEntry | None = None) -> str:
     """The textbook walk: split, entries, checks, result, A/D writes (also the quiz's worked answer)."""
-    parts = [render_split(vaddr)]
+    leaf = result.size if result.fault == FaultKind.NONE else PageSize.SIZE_4K
+    parts = [render_split(vaddr, leaf)]
     if result.fault != FaultKind.NONCANONICAL:
         parts += [render_walk(result, ctrl.cr3, maxphyaddr, ctrl.nxe, pwc),
                   render_checks(permission_checks(result, access, user, ctrl, maxphyaddr, pwc))]
@@ -404,7 +414,7 @@ class Explanation:
     warmup: list[int]  # translated first (same access), to fill the TLB and PWC
     first: Traced
     second: Traced
-    hw: list | None = None  # sim.hw_timing.HWTranslation per request (warm-up ones first), or None
+    hw: list | None = None  # sim.pysim.HWTranslation per request (warm-up ones first), or None
 
     def requests(self) -> list[tuple[int, Access, bool]]:
         """Every translation made, in order, for the hardware to repeat: the warm-up ones, then the two."""
@@ -484,7 +494,7 @@ def explain(mem, ctrl: ControlRegs, vaddr: int, access: Access, user: bool, cfg:
     """Translate ``vaddr`` twice on a fresh reference MMU, after the ``warmup`` translations.
 
     ``mem`` is only read: every A/D write lands in an overlay.  The cycle counts
-    come from the hardware (sim/hw_timing.py, which the model may not import):
+    come from the hardware (sim/pysim.py, which the model may not import):
     the caller runs ``requests()`` there and stores the answers in ``hw``.
     """
     ref = RefMMU(cfg, OverlayMem(mem), ctrl)

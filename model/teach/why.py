@@ -211,5 +211,5 @@ def why_oom(k) -> str:
             out.append(f"    {c['pid']:>5} {c['name']:<12}{c['rss']:>8}{c['swapents']:>10}{c['pgtables']:>10}"
                        f"{c['oom_score_adj']:>15}{adj:>11}{points:>10}{mark}\n")
         if x["victim"] is None:
-            out.append("    no process could be killed\n")
+            out.append("    no process could be killed: the kernel panicked (System is deadlocked on memory)\n")
     return "".join(out)

@@ -17,6 +17,12 @@ check.  The derived values come from the library as procps computes them
 - buff/cache = Buffers + Cached + SReclaimable, shared = Shmem,
   swap used = SwapTotal - SwapFree.
 
+``free`` has the same layout in 3.3.17 and 4.0.2; its numbers differ in two
+places of free.c scale_size(): --si without a unit scales by 1000 only since
+4.0.1 (NEWS: "free: Use --kilo when only specifying --si"), and 3.3.x's -h
+first truncates to whole MiB (``size / 1024`` on an integer), so 1..1023 KiB
+read "0.0Ki" and the Mi column always ends in ".0".
+
 Numbers go through C ``float`` where procps uses one (``free -h``, top's
 summary and percentages, vmstat's unit conversion), so they round the same.
 """
@@ -28,9 +34,9 @@ from dataclasses import dataclass
 
 from model.errors import UserError
 
-# free's unit options: -b bytes, -k (default) KiB, -m MiB, -g GiB, --tebi, --pebi (args.exponent - 1);
-# with --si the same letters are --kilo, --mega, ... (powers of 1000).  "h" is -h.
-FREE_UNITS = {"b": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+# free's unit options as free.c's args.exponent: none given 0, -b 1, -k (or --kilo) 2, -m 3, -g 4, --tebi 5,
+# --pebi 6; the --si flag, or --kilo/--mega/..., makes the base 1000.  "h" is -h (--human).
+FREE_EXPONENTS = {None: 0, "b": 1, "k": 2, "m": 3, "g": 4, "t": 5, "p": 6}
 PROCPS_VERSIONS = ("3.3", "4")
 
 
@@ -114,29 +120,32 @@ def mem_values(m: dict[str, int], procps: str = "4", min_free_kbytes: int | None
 
 # --- free ---------------------------------------------------------------------------------------
 
-def scale_size(kb: int, unit: str = "k", si: bool = False) -> str:
-    """free.c scale_size(): ``kb`` in ``unit`` (b, k, m, g, t, p, or h for -h), powers of 1000 with ``si``.
+def scale_size(kb: int, unit: str | None = None, si: bool = False, procps: str = "4") -> str:
+    """free.c scale_size() of procps ``procps``: ``kb`` in ``unit`` (None for no unit option, b, k, m, g, t, p,
+    or h for -h), powers of 1000 with ``si``.
 
-    Fixed units truncate (``(long)(bytes / base^n)``); -h takes the first of
-    "%.1f" (of a C float) and "%ld" with suffix K/M/G/T/P and "i" (no "i"
-    with --si) that fits in 5 characters (4 with --si), after bytes "%lldB"
-    if that fits in 4.
+    Units truncate (``(long)(bytes / base^(exponent-1))``); no unit prints KiB,
+    or bytes / 1000 with --si in 4.x.  -h takes the first of "%.1f" (of a C
+    float) and "%ld" with suffix K/M/G/T/P and "i" (no "i" with --si) that
+    fits in 5 characters (4 with --si), after bytes "%ldB" if that fits in 4.
     """
     base = 1000 if si else 1024
-    size = kb * 1024
     if unit != "h":
-        exponent = FREE_UNITS[unit]
+        exponent = FREE_EXPONENTS[unit]
         if exponent == 0:
-            return str(size)
-        if exponent == 1 and not si:
-            return str(kb)
-        return str(int(size / float(base ** exponent)))
-    if len(f"{size}B") <= 4:
-        return f"{size}B"
+            return str(kb if procps == "3.3" else kb * 1024 // base)
+        if exponent == 1:
+            return str(kb * 1024)
+        return str(int(kb * 1024 / float(base ** (exponent - 1))))
+    if len(f"{kb * 1024}B") <= 4:
+        return f"{kb * 1024}B"
     limit, tail = (4, "") if si else (5, "i")
     buf = ""
     for i, up in enumerate("KMGTP", start=1):
-        value = size / float(base ** i)
+        if procps == "3.3":  # (float)((size / 1024) * base / power(base, i - 2)), the product in float
+            value = _c_float(kb // 1024 * base) / float(base ** (i - 1))
+        else:  # (float)(bytes / power(base, i))
+            value = kb * 1024 / float(base ** i)
         buf = f"{_c_float(value):.1f}{up}{tail}"
         if len(buf) <= limit:
             return buf
@@ -146,30 +155,27 @@ def scale_size(kb: int, unit: str = "k", si: bool = False) -> str:
     return buf
 
 
-def free_text(meminfo_text: str, unit: str = "k", wide: bool = False, *, si: bool = False, lohi: bool = False,
-              total: bool = False, committed: bool = False, procps: str = "4",
+def free_text(meminfo_text: str, unit: str | None = None, wide: bool = False, *, si: bool = False,
+              lohi: bool = False, total: bool = False, committed: bool = False, procps: str = "4",
               min_free_kbytes: int | None = None) -> str:
-    """The output of ``free`` for that meminfo: ``unit`` as in scale_size (-b/-k/-m/-g/--tebi/--pebi/-h),
+    """The output of ``free`` for that meminfo: ``unit`` as in scale_size (None, -b/-k/-m/-g/--tebi/--pebi/-h),
     ``si`` (--si, or --kilo/--mega/... with a unit), ``wide`` (-w: buffers and cache apart), ``lohi`` (-l),
     ``total`` (-t), ``committed`` (-v, CommitLimit and Committed_AS; 4.0.1 and later).
 
-    procps-ng 4.x pads the row label to 9 columns then prints "%11s" and
-    " %11s"; 3.3.x prints "%-7s" then " %11s" for every value, one column
-    narrower.
+    Each row is the label padded to 9 columns ("%-9s", print_head_col() in
+    4.x), "%11s", then " %11s" for each further value.
     """
     if procps not in PROCPS_VERSIONS:
         raise UserError(f"procps version {procps!r}: one of {', '.join(PROCPS_VERSIONS)}")
     if committed and procps != "4":
         raise UserError("free -v (--committed) appeared in procps-ng 4.0.1; 3.3 has no Comm: line")
     v = mem_values(parse_meminfo(meminfo_text), procps, min_free_kbytes)
-    label_width = 9 if procps == "4" else 8  # 3.3.x: "%-7s" then a space before the first value too
 
     def row(label: str, values) -> str:
-        cells = [scale_size(x, unit, si) for x in values]
-        return label.ljust(label_width - 1) + "".join(f" {c:>11}" for c in cells) + "\n"
+        return f"{label:<9}" + " ".join(f"{scale_size(x, unit, si, procps):>11}" for x in values) + "\n"
 
     heads = ["total", "used", "free", "shared"] + (["buffers", "cache"] if wide else ["buff/cache"]) + ["available"]
-    header = " " * (label_width - 1) + "".join(f"{h:>12}" for h in heads) + "\n"
+    header = " " * 8 + "".join(f"{h:>12}" for h in heads) + "\n"
     mem = [v.total, v.used, v.free, v.shared] + \
         ([v.buffers, v.cached] if wide else [v.buffers + v.cached]) + [v.available]
     out = header + row("Mem:", mem)
@@ -274,9 +280,12 @@ def _scale_num(n: int, width: int) -> str:
 
 
 def _scale_pcnt(pct: float, width: int) -> str:
-    """top's scale_pcnt(): "%#.1f" when it fits, else no decimals."""
+    """top's scale_pcnt(): "%#.1f" when it fits, else no decimals, else "?" (it does not fit at all)."""
     text = f"{pct:#.1f}"
-    return text if len(text) <= width else f"{pct:{width}.0f}"
+    if len(text) <= width:
+        return text
+    text = f"{pct:{width}.0f}"
+    return text if len(text) <= width else "?"
 
 
 def _scale_tics(ticks: int, hz: int = 100) -> str:

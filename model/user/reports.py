@@ -98,42 +98,56 @@ class FreeWatch:
 
     Columns: the line, the operation (``$i`` filled in), total, used, free,
     shared, buff/cache, available and swap used in free's unit, and what the
-    operation made the kernel do: malloc's brk or mmap, page faults, swap-out
-    and swap-in, reclaim, the OOM killer.  Register it in
+    operation made the kernel do: malloc's brk or mmap (and why ``used`` does not
+    drop after a trim of pages never touched), page faults (major and COW ones
+    counted apart), what a fork costs, swap-out and swap-in, reclaim, the OOM killer.  Register it in
     ``Runner.listeners``; it writes each row with ``out``.
     """
 
     HEADS = ("total", "used", "free", "shared", "buff/cache", "available", "swap used")
 
-    def __init__(self, k, out, *, unit: str = "k", si: bool = False, procps_version: str = "4") -> None:
+    def __init__(self, k, out, *, unit: str | None = None, si: bool = False, procps_version: str = "4") -> None:
         self.k = k
         self.out = out
         self.unit, self.si, self.procps = unit, si, procps_version
         self.counters = dict(k.vmstat)
+        self.before = self._snapshot()
         out(f"{'line':>5}  {'operation':<28}" + "".join(f"{h:>11}" for h in self.HEADS) + "  what happened\n")
 
-    def __call__(self, step) -> None:
-        k = self.k
-        v = procps.mem_values(procps.parse_meminfo(show_mem.meminfo(k)), self.procps, k.buddy.min_free_kbytes)
-        values = (v.total, v.used, v.free, v.shared, v.buffers + v.cached, v.available, v.swap_used)
-        cells = "".join(f"{procps.scale_size(x, self.unit, self.si):>11}" for x in values)
-        self.out(f"{step.line:>5}  {step.text:<28}{cells}  {', '.join(self._events(step))}".rstrip() + "\n")
+    def _snapshot(self) -> tuple[procps.MemValues, dict[str, int]]:
+        fields = procps.parse_meminfo(show_mem.meminfo(self.k))
+        return procps.mem_values(fields, self.procps, self.k.buddy.min_free_kbytes), fields
 
-    def _events(self, step) -> list[str]:
+    def __call__(self, step) -> None:
+        after = self._snapshot()
+        v = after[0]
+        values = (v.total, v.used, v.free, v.shared, v.buffers + v.cached, v.available, v.swap_used)
+        cells = "".join(f"{procps.scale_size(x, self.unit, self.si, self.procps):>11}" for x in values)
+        events = self._events(step, self.before, after)
+        self.before = after
+        self.out(f"{step.line:>5}  {step.text:<28}{cells}  {', '.join(events)}".rstrip() + "\n")
+
+    def _events(self, step, before, after) -> list[str]:
         k = self.k
         delta = {name: k.vmstat[name] - self.counters.get(name, 0) for name in k.vmstat}
         self.counters = dict(k.vmstat)
+        used_drop = before[0].used - after[0].used
         events = []
         if step.skipped:
             events.append(f"skipped: {step.task.name}[{step.task.pid}] is dead")
         for d in k.decisions.since(step.first_seq, "malloc"):
             text = _MALLOC_EVENT[d.outcome](d.detail)
+            if d.outcome == "trim" and used_drop < d.detail["trim"] >> 10:
+                text += (f" (used -{max(used_drop, 0)}K: the rest of the trimmed heap was never touched, "
+                         "so it had no frames to give back)")
             if text:
                 events.append(text)
+        if step.text.split()[:1] == ["fork"]:
+            events.append(self._fork_cost(before[1], after[1]))
         if delta.get("pgfault"):
-            major = delta.get("pgmajfault", 0)
-            events.append(f"{delta['pgfault']} fault{'s' * (delta['pgfault'] > 1)}"
-                          + (f" ({major} major)" if major else ""))
+            major, cow = delta.get("pgmajfault", 0), delta.get("cow_fault", 0)
+            kinds = ", ".join(filter(None, [f"{major} major" if major else "", f"{cow} COW" if cow else ""]))
+            events.append(f"{delta['pgfault']} fault{'s' * (delta['pgfault'] > 1)}" + (f" ({kinds})" if kinds else ""))
         for name, what in (("pgsteal_kswapd", "kswapd reclaimed"), ("pgsteal_direct", "direct reclaim freed"),
                            ("pswpout", "swapped out"), ("pswpin", "swapped in")):
             if delta.get(name):
@@ -146,3 +160,11 @@ class FreeWatch:
         if task is not None and not step.skipped and task.exit_signal in ("SIGSEGV", "SIGBUS"):
             events.append(f"{task.exit_signal}: {task.name}[{task.pid}] died")
         return events
+
+    def _fork_cost(self, before: dict[str, int], after: dict[str, int]) -> str:
+        """What fork itself costs: no user page is copied, only the child's page tables and kernel stack."""
+        shared = sum(1 for page in self.k.pages.values() if page.kind == "anon" and page.mapcount > 1)
+        tables = after["PageTables"] - before["PageTables"]
+        stack = after["KernelStack"] - before["KernelStack"]
+        return (f"fork: {shared} anonymous pages now shared copy-on-write, no page copied; "
+                f"page tables +{tables}K, kernel stack +{stack}K")

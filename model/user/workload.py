@@ -32,7 +32,9 @@ workload is ``# description: ...``.
     end
 
 An operation on a process that has died (SIGSEGV, the OOM killer) is skipped
-and logged, as its remaining instructions never run.
+and logged, as its remaining instructions never run; ``use`` of such a process
+is logged and makes it current, so the operations meant for it are skipped
+too.  A kernel panic (the OOM killer with nothing to kill) ends the run.
 
 After each operation the runner charges one tick of the model's CPU clock
 (``Kernel.cputime``) to the process that ran it, and calls every function in
@@ -45,10 +47,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from model.errors import UserError
 from model.mm import filemap, fork, mmap
-from model.mm.kernel import Kernel
+from model.mm.kernel import Kernel, KernelPanic
 from model.mm.mm_types import Task
 from model.user import reports
 from model.user.malloc import Malloc
@@ -73,6 +76,8 @@ class Op:
     where: str  # "FILE:LINE"
     body: list["Op"] = field(default_factory=list)  # repeat
 
+
+MAX_OPERATIONS = 1_000_000  # the longest run a workload may ask for, every repeat multiplied out
 
 # operation -> (min args, max args, usage)
 GRAMMAR = {
@@ -148,7 +153,22 @@ def parse(text: str, source: str) -> tuple[dict[str, str], list[Op]]:
             stack.append(op.body)
     if opened:
         raise UserError(f"{opened[-1].where}: repeat without a matching end")
+    if not stack[0]:
+        raise UserError(f"{source}: no operations (a workload needs at least one line besides boot and comments)")
+    _count_operations(stack[0])
     return boot, stack[0]
+
+
+def _count_operations(ops: list[Op]) -> int:
+    """Operations the workload will run, repeats multiplied out; refused above MAX_OPERATIONS."""
+    total = 0
+    for op in ops:
+        total += parse_size(op.args[0]) * _count_operations(op.body) if op.name == "repeat" else 1
+        if total > MAX_OPERATIONS:
+            where = op.where if op.name == "repeat" else ops[0].where
+            raise UserError(f"{where}: the workload would run more than {MAX_OPERATIONS} operations "
+                            f"(repeat counts multiply)")
+    return total
 
 
 def _check_static(op: Op) -> None:
@@ -211,12 +231,18 @@ def _mmap_flag(flag: str) -> tuple[str, str]:
 def load(spec: str) -> tuple[str, str]:
     """A named workload or a file path: (text, source name for messages)."""
     named = WORKLOAD_DIR / f"{spec}.wl"
-    if named.is_file():
-        return named.read_text(), f"model/user/workloads/{spec}.wl"
-    path = Path(spec)
-    if path.is_file():
-        return path.read_text(), str(path)
-    raise UserError(f"workload {spec!r}: neither a named workload (mmu run --list) nor a readable file")
+    path, source = (named, f"model/user/workloads/{spec}.wl") if named.is_file() else (Path(spec), spec)
+    if not path.is_file():
+        raise UserError(f"workload {spec!r}: neither a named workload (mmu run --list) nor a readable file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{source}: not a text workload (byte {data[e.start]:#04x} at offset {e.start} is not "
+                        "UTF-8)") from None
+    if "\0" in text:
+        raise UserError(f"{source}: not a text workload (a NUL byte at offset {text.index(chr(0))})")
+    return text, source
 
 
 def named_workloads() -> list[tuple[str, str]]:
@@ -251,6 +277,11 @@ def boot_kernel(boot: dict[str, str], *, seed: int, mem: int | None = None, swap
 # Operations that are system calls (spawn is fork + execve).  The others run in user space and
 # enter the kernel only through a page fault or a brk/mmap/munmap that malloc makes.
 SYSCALL_OPS = frozenset({"spawn", "mmap", "munmap", "mprotect", "brk", "read", "write", "sync", "fork", "exit"})
+
+
+# Called with the kernel after every Runner.run: the tests install the invariant checker here
+# (tests/conftest.py), so every workload any test runs ends checked.
+AFTER_RUN: list[Callable[[Kernel], None]] = []
 
 
 @dataclass
@@ -291,12 +322,25 @@ class Runner:
         self._ran_in = None  # the process the operation being run belongs to, set by _do
         self._skipped = False
 
-    def run(self, ops: list[Op], env: dict[str, int] | None = None) -> None:
+    def run(self, ops: list[Op]) -> None:
+        """Run the operations, then every ``AFTER_RUN`` check on the kernel they leave.
+
+        A kernel panic ends the run at the operation that caused it; the rest never runs.
+        """
+        try:
+            self._run(ops, None)
+        except KernelPanic:
+            self._drain_dmesg()
+            self.note(f"{self.k.decisions.where}: the kernel panicked; the remaining operations did not run")
+        for hook in AFTER_RUN:
+            hook(self.k)
+
+    def _run(self, ops: list[Op], env: dict[str, int] | None) -> None:
         k = self.k
         for op in ops:
             if op.name == "repeat":
                 for i in range(parse_size(op.args[0])):
-                    self.run(op.body, {"i": i})
+                    self._run(op.body, {"i": i})
                 continue
             args = [a.replace("$i", str(env["i"])) if env else a for a in op.args]
             k.decisions.where = f"{op.where} (i={env['i']})" if env else op.where
@@ -329,10 +373,14 @@ class Runner:
             self.note(f"kernel: {line}")
         self._dmesg_seen = len(self.k.dmesg)
 
-    def _task(self, op: Op, name: str | None = None):
+    def _task(self, op: Op, name: str | None = None, killed: bool = False):
+        """The live process NAME (or the current one); with ``killed``, else the latest one a signal killed."""
         if name is not None:
             for t in self.k.tasks.values():
                 if t.name == name:
+                    return t
+            for t in reversed(self.k.dead if killed else ()):
+                if t.name == name and t.exit_signal is not None:
                     return t
             raise UserError(f"no live process named {name!r}")
         if self.current is None:
@@ -346,10 +394,29 @@ class Runner:
             return int(name, 0), 8
         raise UserError(f"variable {name!r} is not set in process {task.name} (malloc or mmap it first)")
 
+    def _check_new_name(self, op: Op, name: str) -> None:
+        if any(t.name == name and t.alive for t in self.k.tasks.values()):
+            raise UserError(f"{op.name} {name}: a live process is named {name} already "
+                            "(use and exit find processes by name, so live names must be unique)")
+
+    def _heap_pointer(self, op: Op, task, name: str) -> int:
+        """The pointer a malloc-family variable holds: what free and realloc take (NULL included)."""
+        if name not in task.vars:
+            if re.fullmatch(r"0x[0-9a-fA-F]+|\d+", name):
+                raise UserError(f"{op.name} {name}: takes a variable made by malloc, calloc or realloc, "
+                                "not an address")
+            self._var(task, name)
+        ptr = task.vars[name][0]
+        if ptr and ptr not in task.heap.chunks:
+            raise UserError(f"{op.name} {name}: {name} was not made by malloc, calloc or realloc "
+                            f"(an mmap variable is released with munmap)")
+        return ptr
+
     def _do(self, op: Op, a: list[str]) -> None:
         k = self.k
         name = op.name
         if name == "spawn":
+            self._check_new_name(op, a[0])
             adj = int(a[1][4:]) if len(a) == 2 else 0
             task = fork.spawn(k, a[0], adj)
             task.heap = Malloc(k, task)
@@ -357,7 +424,10 @@ class Runner:
             self.note(f"spawn {a[0]}: pid {task.pid}")
             return
         if name == "use":
-            self.current = self._task(op, a[0])
+            self.current = self._task(op, a[0], killed=True)
+            if not self.current.alive:
+                self.note(f"{op.where}: use {a[0]}: pid {self.current.pid} was killed "
+                          f"({self.current.exit_signal}); its operations are skipped")
             return
         if name == "file":
             k.disk.create(a[0], parse_size(a[1]))
@@ -386,13 +456,15 @@ class Runner:
                 ptr = heap.calloc(parse_size(a[1]), parse_size(a[2]))
             else:
                 size = parse_size(a[1])
-                ptr = heap.realloc(self._var(task, a[0])[0], size)
+                ptr = heap.realloc(self._heap_pointer(op, task, a[0]), size)
             if task.alive:
                 if not ptr:
                     self.note(f"{op.where}: {name} {a[0]} returned NULL (ENOMEM)")
                 task.vars[a[0]] = (ptr, size)
         elif name == "free":
-            heap.free(self._var(task, a[0])[0])
+            ptr = self._heap_pointer(op, task, a[0])
+            if ptr:  # free(NULL) does nothing
+                heap.free(ptr)
             task.vars.pop(a[0])
         elif name == "mmap":
             self._mmap(task, a)
@@ -405,8 +477,8 @@ class Runner:
             mmap.do_mprotect(k, task, addr, size, _prot(a[1]))
         elif name == "brk":
             delta = parse_size(a[0][1:]) * (1 if a[0][0] == "+" else -1)
-            mm = task.mm
-            if mmap.do_brk(k, task, mm.brk + delta) != mm.brk + delta and delta:
+            want = task.mm.brk + delta
+            if mmap.do_brk(k, task, want) != want:
                 self.note(f"{op.where}: brk {a[0]} refused")
         elif name in ("touch", "load", "exec"):
             access = {"touch": Access.WRITE, "load": Access.READ, "exec": Access.FETCH}[name]
@@ -424,6 +496,7 @@ class Runner:
             fn = filemap.file_read if name == "read" else filemap.file_write
             fn(k, task, f, off, length)
         elif name == "fork":
+            self._check_new_name(op, a[0])
             child = fork.do_fork(k, task, a[0])
             self.note(f"fork {task.name} -> {a[0]}: pid {child.pid}")
         elif name == "exit":

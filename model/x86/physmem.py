@@ -2,7 +2,12 @@
 
 Memory is sparse: only 4 KiB frames that hold data have host storage, so a
 64 GiB machine with a few MiB in use costs a few MiB.  A frame that was never
-written, or was zeroed, reads as zeros and has no storage.
+written, or was zeroed, reads as zeros and has no storage.  A frame holding
+only a few 64-bit words (a page the kernel model stamped once, a page table
+with a few entries) keeps just those words: one as an ``(offset, value)``
+tuple, up to ``SPARSE_WORDS`` as ``{offset: value}``; more words, or a partial
+byte write, make it a full 4 KiB bytearray.  Touching a page with one store
+costs the host about 90 bytes of frame storage, not 4 KiB.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from model.errors import UserError
 from model.x86.pte import PAGE_SHIFT, PAGE_SIZE
 
 _Q = struct.Struct("<Q")
+_FRAME_WORDS = struct.Struct(f"<{PAGE_SIZE // 8}Q")
 _ZERO_FRAME = bytes(PAGE_SIZE)
+SPARSE_WORDS = 16  # words a frame keeps as {offset: value} before it becomes a bytearray
 
 
 class PhysMemError(UserError):
@@ -40,8 +47,8 @@ class PhysMem:
 
     @property
     def resident_bytes(self) -> int:
-        """Host bytes spent on frame contents: the cost of the sparse store."""
-        return len(self._frames) * PAGE_SIZE
+        """Host bytes spent on frame contents (8 per word of a sparse frame): the cost of the sparse store."""
+        return sum(PAGE_SIZE if f.__class__ is bytearray else 8 * len(_words(f)) for f in self._frames.values())
 
     # --- 64-bit entries: the walker's hot path --------------------------------
 
@@ -51,6 +58,11 @@ class PhysMem:
         frame = self._frames.get(addr >> PAGE_SHIFT)
         if frame is None:
             return 0
+        cls = frame.__class__
+        if cls is tuple:
+            return frame[1] if frame[0] == addr & (PAGE_SIZE - 1) else 0
+        if cls is dict:
+            return frame.get(addr & (PAGE_SIZE - 1), 0)
         return _Q.unpack_from(frame, addr & (PAGE_SIZE - 1))[0]
 
     def write64(self, addr: int, value: int) -> None:
@@ -58,7 +70,18 @@ class PhysMem:
             self._bad(addr, 8)
         if not 0 <= value < 1 << 64:
             raise PhysMemError(f"write64 at {addr:#x}: value {value:#x} is not a 64-bit unsigned integer")
-        _Q.pack_into(self._frame(addr >> PAGE_SHIFT), addr & (PAGE_SIZE - 1), value)
+        pfn, off = addr >> PAGE_SHIFT, addr & (PAGE_SIZE - 1)
+        frame = self._frames.get(pfn)
+        if frame is None or (frame.__class__ is tuple and frame[0] == off):
+            self._frames[pfn] = (off, value)
+        elif frame.__class__ is tuple:
+            self._frames[pfn] = {frame[0]: frame[1], off: value}
+        elif frame.__class__ is dict:
+            frame[off] = value
+            if len(frame) > SPARSE_WORDS:
+                self._frames[pfn] = _dense(frame)
+        else:
+            _Q.pack_into(frame, off, value)
 
     # --- byte ranges --------------------------------------------------------
 
@@ -71,7 +94,7 @@ class PhysMem:
             chunk = min(n - pos, PAGE_SIZE - off)
             frame = self._frames.get(pfn)
             if frame is not None:
-                out[pos:pos + chunk] = frame[off:off + chunk]
+                out[pos:pos + chunk] = _dense(frame)[off:off + chunk]
             pos += chunk
         return bytes(out)
 
@@ -82,7 +105,10 @@ class PhysMem:
         while pos < len(view):
             pfn, off = divmod(addr + pos, PAGE_SIZE)
             chunk = min(len(view) - pos, PAGE_SIZE - off)
-            self._frame(pfn)[off:off + chunk] = view[pos:pos + chunk]
+            if chunk == PAGE_SIZE:
+                self._frames[pfn] = _compact(view[pos:pos + chunk])
+            else:
+                self._frame(pfn)[off:off + chunk] = view[pos:pos + chunk]
             pos += chunk
 
     # --- whole frames -------------------------------------------------------
@@ -99,12 +125,14 @@ class PhysMem:
         if src is None:
             self._frames.pop(dst_pfn, None)
         elif dst_pfn != src_pfn:
-            self._frames[dst_pfn] = bytearray(src)
+            self._frames[dst_pfn] = src if src.__class__ is tuple else src.copy()
 
     def read_frame(self, pfn: int) -> bytes:
         self._check_pfn(pfn)
         frame = self._frames.get(pfn)
-        return _ZERO_FRAME if frame is None else bytes(frame)
+        if frame is None:
+            return _ZERO_FRAME
+        return bytes(_dense(frame))
 
     def export_image(self, path) -> None:
         """Write a raw image: the byte at file offset X is physical address X.
@@ -117,14 +145,18 @@ class PhysMem:
             f.truncate(self.size)
             for pfn in sorted(self._frames):
                 f.seek(pfn << PAGE_SHIFT)
-                f.write(self._frames[pfn])
+                frame = self._frames[pfn]
+                f.write(_dense(frame))
 
     # --- helpers ------------------------------------------------------------
 
     def _frame(self, pfn: int) -> bytearray:
+        """The frame as a bytearray, made dense for a byte write."""
         frame = self._frames.get(pfn)
         if frame is None:
             frame = self._frames[pfn] = bytearray(PAGE_SIZE)
+        elif frame.__class__ is not bytearray:
+            frame = self._frames[pfn] = _dense(frame)
         return frame
 
     def _bad(self, addr: int, n: int) -> None:
@@ -142,3 +174,29 @@ class PhysMem:
     def _check_pfn(self, pfn: int) -> None:
         if not 0 <= pfn < self.nr_frames:
             raise PhysMemError(f"page frame {pfn:#x}: outside physical memory (0 .. {self.nr_frames - 1:#x})")
+
+
+def _words(frame: tuple | dict) -> dict[int, int]:
+    """A sparse frame's words, {offset: value}."""
+    return {frame[0]: frame[1]} if frame.__class__ is tuple else frame
+
+
+def _dense(frame) -> bytearray:
+    """Any stored frame as 4 KiB of bytes (the bytearray itself when it is one)."""
+    if frame.__class__ is bytearray:
+        return frame
+    out = bytearray(PAGE_SIZE)
+    for off, value in _words(frame).items():
+        _Q.pack_into(out, off, value)
+    return out
+
+
+def _compact(data) -> tuple | dict[int, int] | bytearray:
+    """A whole frame's new contents in the cheapest form: its non-zero words, or the bytes."""
+    words = _FRAME_WORDS.unpack(data)
+    nonzero = [i for i, w in enumerate(words) if w]
+    if len(nonzero) > SPARSE_WORDS:
+        return bytearray(data)
+    if len(nonzero) == 1:
+        return nonzero[0] * 8, words[nonzero[0]]
+    return {i * 8: words[i] for i in nonzero}

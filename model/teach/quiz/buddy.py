@@ -9,11 +9,17 @@ or which buddies merged (``__free_one_page()``).
 from __future__ import annotations
 
 import random
+import string
 
 from model.mm.page_alloc import BuddyAllocator
-from model.teach.quiz import Quiz
+from model.teach.quiz import Knob, Quiz, integer
 
 DESCRIPTION = "a sequence of alloc/free orders on a small zone: the pfns returned and the free lists"
+KNOBS = (
+    Knob("zone-pages", "N", "pages in the zone (a power of two, 8..1024)", integer("zone-pages", 8, 1024,
+                                                                                     power_of_two=True)),
+    Knob("requests", "N", "how many allocations and frees (1..26)", integer("requests", 1, 26)),
+)
 
 
 def free_lists(buddy: BuddyAllocator, max_order: int) -> list[list[int]]:
@@ -43,16 +49,17 @@ def _narrate_free(before: list[list[int]], after: list[list[int]], order: int, p
     return f"merge with the free buddies {merged} into {block} (order {final})" + (f"; {stop}" if stop else "")
 
 
-def make(seed: int) -> Quiz:
+def make(seed: int, *, zone_pages: int | None = None, requests: int | None = None) -> Quiz:
     rng = random.Random(seed)
-    nr_pages = rng.choice((16, 32))
+    nr_pages = zone_pages or rng.choice((16, 32))
     max_order = nr_pages.bit_length() - 1
     buddy = BuddyAllocator(0, nr_pages)
     start = free_lists(buddy, max_order)
     live: dict[str, tuple[int, int]] = {}
-    names = iter("ABCDEFGHIJ")
+    names = iter(string.ascii_uppercase)
     steps, rows = [], []
-    for _ in range(rng.randint(7, 9)):
+    drawn = rng.randint(7, 9)
+    for _ in range(requests or drawn):
         before = free_lists(buddy, max_order)
         feasible = [o for o in range(3) if any(before[o:])]
         if live and (rng.random() < 0.4 or not feasible):

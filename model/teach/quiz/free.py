@@ -14,11 +14,12 @@ import random
 
 from model.proc.show_mem import meminfo, meminfo_fields
 from model.teach.explain import table
-from model.teach.quiz import Quiz
+from model.teach.quiz import Knob, Quiz, integer
 from model.user.procps import free_text
 from model.user.workload import Runner, boot_kernel, parse
 
 DESCRIPTION = "mallocs, touches and frees above and below the mmap threshold: what `free` reports afterwards"
+KNOBS = (Knob("mem", "MIB", "the machine's memory in MiB (16..4096)", integer("mem", 16, 4096)),)
 
 SIZES_K = (16, 48, 100, 120, 136, 200, 256, 512, 1024, 2048, 4096)
 DELTAS = ("AnonPages", "PageTables", "Slab")
@@ -64,9 +65,9 @@ def _describe(d) -> str:
     return d.outcome
 
 
-def make(seed: int) -> Quiz:
+def make(seed: int, *, mem: int | None = None) -> Quiz:
     rng = random.Random(seed)
-    mem_mb = rng.choice((64, 128, 256))
+    mem_mb = mem or rng.choice((64, 128, 256))
     ops = program(rng)
     boot, start = parse(f"boot mem={mem_mb}M\nspawn app\n", "quiz free")
     k = boot_kernel(boot, seed=seed)

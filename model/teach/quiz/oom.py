@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import random
 
+from model.mm.kernel import KernelPanic
 from model.mm.mm_types import MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS
 from model.mm.oom_kill import out_of_memory, pgtables_bytes
 from model.teach.explain import table
-from model.teach.quiz import Quiz
+from model.teach.quiz import Knob, Quiz, integer
 from model.user.workload import Runner, boot_kernel, parse
 
 DESCRIPTION = "a process table (rss, swapents, pgtables, oom_score_adj): which one does the OOM killer kill"
@@ -22,11 +23,13 @@ DESCRIPTION = "a process table (rss, swapents, pgtables, oom_score_adj): which o
 NAMES = ("postgres", "java", "nginx", "backup", "make", "redis", "chrome", "cron")
 ADJ = (0, 0, 0, 0, -1000, -500, -200, 200, 500, 1000)
 RAM_MB, SWAP_MB = 32, 32
+KNOBS = (Knob("processes", "N", f"how many processes compete (2..{len(NAMES)})", integer("processes", 2, len(NAMES))),)
 
 
-def workload(rng: random.Random) -> str:
+def workload(rng: random.Random, processes: int | None = None) -> str:
     """The program of the quiz: each process touches its share of more memory than RAM, so some is swapped."""
-    names = rng.sample(NAMES, rng.randint(3, 5))
+    drawn = rng.randint(3, 5)
+    names = rng.sample(NAMES, processes or drawn)
     total = rng.randint(RAM_MB, RAM_MB + SWAP_MB // 2)  # MiB touched in all: the early ones get swapped out
     cuts = sorted(rng.sample(range(1, total), len(names) - 1))
     shares = [b - a for a, b in zip([0] + cuts, cuts + [total])]
@@ -53,9 +56,9 @@ def dump_tasks(tasks) -> str:
     return "".join(out)
 
 
-def make(seed: int) -> Quiz:
+def make(seed: int, *, processes: int | None = None) -> Quiz:
     rng = random.Random(seed)
-    text = workload(rng)
+    text = workload(rng, processes)
     boot, ops = parse(text, f"quiz oom -s {seed}")
     k = boot_kernel(boot, seed=seed)
     runner = Runner(k)
@@ -70,7 +73,10 @@ def make(seed: int) -> Quiz:
         + "\nWhich process does the OOM killer kill?\n")
 
     seq = k.decisions.seq
-    victim = out_of_memory(k, tasks[-1])
+    try:
+        victim = out_of_memory(k, tasks[-1])
+    except KernelPanic:  # every process at -1000: Linux panics rather than kill one
+        victim = None
     decision, = k.decisions.since(seq, "oom")
     rows = []
     for c in decision.detail["candidates"]:

@@ -14,10 +14,15 @@ import random
 
 from model.reference.ref_walker import ControlRegs, walk
 from model.teach.explain import access_phrase, flags_line, render_translation, table, vaddr_str
-from model.teach.quiz import Quiz
+from model.teach.quiz import Knob, Quiz, choice
 from model.x86.pte import PF_ID, PF_P, PF_RSVD, PF_US, PF_WR, PS, RW, US, XD, A, Access, D, FaultKind, Level, P
 
 DESCRIPTION = "walk a page-table dump: the physical address, or the fault and its error code"
+KNOBS = (
+    Knob("access", "r|w|x", "the access: r (read), w (write) or x (instruction fetch)",
+         choice("access", {"r": Access.READ, "w": Access.WRITE, "x": Access.FETCH})),
+    Knob("mode", "user|supervisor", "the privilege of the access", choice("mode", {"user": True, "supervisor": False})),
+)
 MAXPHYADDR = 40
 _LEVELS = (Level.PML4, Level.PDPT, Level.PD, Level.PT)
 
@@ -112,11 +117,13 @@ def answer_line(result) -> str:
     return f"Answer: physical address {result.paddr:#x} ({result.size.label} page)"
 
 
-def make(seed: int) -> Quiz:
+def make(seed: int, *, access: Access | None = None, mode: bool | None = None) -> Quiz:
     rng = random.Random(seed)
     vaddr = _vaddr(rng)
-    access = rng.choices((Access.READ, Access.WRITE, Access.FETCH), (4, 4, 2))[0]
-    user = rng.random() < 0.7
+    drawn_access = rng.choices((Access.READ, Access.WRITE, Access.FETCH), (4, 4, 2))[0]
+    drawn_user = rng.random() < 0.7
+    access = drawn_access if access is None else access
+    user = drawn_user if mode is None else mode
     flags = {"smep": False, "smap": False}
     mem = DictMem()
     cr3 = _plant(rng, mem, flags, vaddr, access, user)  # tables even for a non-canonical one: no give-away

@@ -11,12 +11,22 @@ import random
 from types import SimpleNamespace
 
 from model.config import Policy, TLBConfig
+from model.errors import UserError
 from model.reference.ref_tlb import TLB
 from model.teach.explain import table
-from model.teach.quiz import Quiz
+from model.teach.quiz import Knob, Quiz, choice, integer
 from model.x86.pte import PageSize
 
 DESCRIPTION = "an access sequence and a small TLB with a replacement policy: which accesses hit"
+KNOBS = (
+    Knob("entries", "N", "TLB entries (a power of two, 2..64)", integer("entries", 2, 64, power_of_two=True)),
+    Knob("ways", "N", "ways per set (a power of two, at most --entries; 1 = direct-mapped)",
+         integer("ways", 1, 64, power_of_two=True)),
+    Knob("policy", "NAME", "replacement policy: lru, plru, fifo or random",
+         choice("policy", {p.value: p for p in Policy})),
+    Knob("accesses", "N", "how many accesses the sequence has (1..200)", integer("accesses", 1, 200)),
+)
+DRAWS = 100  # sequences drawn in search of one that both hits and evicts; the last is kept after that
 
 RULES = {
     Policy.LRU: "LRU: the victim is the least recently used way (hits and fills count as uses).",
@@ -31,18 +41,24 @@ RULES = {
 }
 
 
-def _geometry(rng: random.Random) -> TLBConfig:
-    entries = rng.choice((4, 8))
-    ways = rng.choice([w for w in (1, 2, 4, 8) if w <= entries and not (entries == 8 and w == 1)])
-    return TLBConfig(entries=entries, ways=ways, policy=rng.choice(list(Policy)), superpage_entries=1)
+def _geometry(rng: random.Random, entries: int | None, ways: int | None, policy: Policy | None) -> TLBConfig:
+    drawn = rng.choice((4, 8))
+    drawn_ways = rng.choice([w for w in (1, 2, 4, 8) if w <= drawn and not (drawn == 8 and w == 1)])
+    drawn_policy = rng.choice(list(Policy))
+    entries = entries or drawn
+    ways = ways or min(drawn_ways, entries)
+    if ways > entries:
+        raise UserError(f"--ways {ways}: a TLB of {entries} entries has at most {entries} ways")
+    return TLBConfig(entries=entries, ways=ways, policy=policy or drawn_policy, superpage_entries=1)
 
 
-def _sequence(rng: random.Random, cfg: TLBConfig) -> list[int]:
+def _sequence(rng: random.Random, cfg: TLBConfig, accesses: int | None) -> list[int]:
     """Virtual addresses over a few more pages than entries, with some reuse of recent pages."""
     base = rng.randrange(0x400, 0x800)
     pool = rng.sample(range(base, base + 3 * cfg.entries), cfg.entries + rng.randint(1, 3))
     vpns: list[int] = []
-    for _ in range(cfg.entries + rng.randint(6, 9)):
+    drawn = cfg.entries + rng.randint(6, 9)
+    for _ in range(accesses or drawn):
         recent = [v for v in vpns[-4:] if v != vpns[-1]]
         vpns.append(rng.choice(recent) if recent and rng.random() < 0.35 else rng.choice(pool))
     return [vpn << 12 | rng.randrange(0, 4096, 16) for vpn in vpns]
@@ -90,12 +106,13 @@ def _trace(cfg: TLBConfig, lfsr_seed: int, vaddrs: list[int]) -> tuple[list[list
     return rows, hits, evictions
 
 
-def make(seed: int) -> Quiz:
+def make(seed: int, *, entries: int | None = None, ways: int | None = None, policy: Policy | None = None,
+         accesses: int | None = None) -> Quiz:
     rng = random.Random(seed)
-    cfg = _geometry(rng)
+    cfg = _geometry(rng, entries, ways, policy)
     lfsr_seed = rng.randrange(1, 1 << 16)
-    while True:  # draw again until the sequence both hits and evicts (still a function of the seed)
-        vaddrs = _sequence(rng, cfg)
+    for _ in range(DRAWS):  # draw again until the sequence both hits and evicts (still a function of the seed)
+        vaddrs = _sequence(rng, cfg, accesses)
         rows, hits, evictions = _trace(cfg, lfsr_seed, vaddrs)
         if hits and evictions >= 2:
             break
