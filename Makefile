@@ -1,16 +1,18 @@
-# Entry points: `make sim` (co-simulation regression on Icarus) and `make test` (everything).
+# Entry points: `make sim` (co-simulation regression on Icarus; SIM=verilator for Verilator) and `make test`.
 # Both create the virtual environment in .venv/ on first use.
 
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+SIM     ?= icarus
 SEED    ?=
 SEEDS   ?=
+TRANSLATIONS ?=
 WAVES   ?=
 CONFIG  ?=
 
-export SEED SEEDS WAVES
+export SIM SEED SEEDS TRANSLATIONS WAVES
 
 .PHONY: all install test sim verilog bench clean check-iverilog wheel-check
 
@@ -35,7 +37,7 @@ check-iverilog:
 test: $(STAMP) check-iverilog
 	$(BIN)/python -m pytest -n auto -q
 
-sim: $(STAMP) check-iverilog
+sim: $(STAMP)
 	$(BIN)/mmu sim
 
 verilog: $(STAMP)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from model.config import PRESETS
 from replay.lackey import SHIPPED_TRACE
+from sim import backend
 from sim import runner as R
 
 BENCH_RESULTS = R.SIM_BUILD / "bench_results"  # kept apart from the regression's records
@@ -45,37 +46,39 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, default=3000, help="random requests in the speed run (default 3000)")
     ap.add_argument("--seed", type=int, default=1, help="seed (default 1: the same workload every time)")
+    ap.add_argument("--sim", choices=backend.SIMULATORS, help="only this simulator (default: both)")
+    ap.add_argument("--reps", type=int, default=20,
+                    help="times the pure Verilator testbench replays the capture (default 20: long enough to time)")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed figures, not the walk-cost ones")
     ap.add_argument("--workload", default=str(SMALL_SWAP),
                     help="kernel workload of the full-system figures (default: sim/cocotb_tests/workloads/small-swap.wl)")
     ap.add_argument("--trace-limit", type=int, default=100000,
                     help="page accesses of replay/traces/listwalk.lackey.gz sent through the hardware (default 100000)")
     args = ap.parse_args(argv)
     cfg = PRESETS["default"]
-    print(f"co-simulation benchmark on Icarus (seed {args.seed}); building the designs if needed ...", flush=True)
-
-    out = R.run_test("mmu_bench", "bench_speed", cfg, "default", seed=args.seed, test_id="bench_speed",
-                     params={"ops": args.ops}, waves=False, results_dir=BENCH_RESULTS)
-    if not out.passed:
-        print(f"bench_speed failed:\n{out.message}\nlog: {out.log}")
+    sims = [args.sim] if args.sim else list(backend.SIMULATORS)
+    print(f"co-simulation benchmark on {', '.join(sims)} (seed {args.seed}); building the designs if needed ...",
+          flush=True)
+    speeds = {}
+    for sim in sims:
+        speeds[sim] = speed(args, cfg, sim)
+        if speeds[sim] is None:
+            return 1
+    pure = pure_hdl(args, cfg, sims, speeds)
+    if pure is None:
         return 1
-    ex = out.result["extra"]
-    full, idle, raw = ex["full"], ex["idle_loop"], ex["raw_clock"]
-    print("\n== speed (config 'default': ITLB 16 FA LRU, DTLB 32x4 PLRU, PWC 8, DRAM fixed 4 cycles)")
-    print(f"  full testbench, scoreboard on : {full['translations']} translations in {full['cycles']} cycles, "
-          f"{full['wall']:.2f} s wall / {full['cpu']:.2f} s CPU")
-    tw, tc = _rate(full["translations"], full["wall"]), _rate(full["translations"], full["cpu"])
-    fw, fc = _rate(full["cycles"], full["wall"]), _rate(full["cycles"], full["cpu"])
-    iw, ic = _rate(idle["cycles"], idle["wall"]), _rate(idle["cycles"], idle["cpu"])
-    rw, rc = _rate(raw["cycles"], raw["wall"]), _rate(raw["cycles"], raw["cpu"])
-    print(f"    {tw:10.0f} translations/s wall   {tc:10.0f} translations/s CPU")
-    print(f"    {fw:10.0f} cycles/s wall         {fc:10.0f} cycles/s CPU")
-    print(f"  testbench loop, nothing to do : {iw:10.0f} cycles/s wall   {ic:10.0f} cycles/s CPU")
-    print(f"  raw Icarus, Python idle       : {rw:10.0f} cycles/s wall   {rc:10.0f} cycles/s CPU")
-    print(f"  ratio raw clock / full testbench: {rw / fw:.1f}x (wall), {rc / fc:.1f}x (CPU); "
-          f"raw / idle loop: {rw / iw:.1f}x")
-    print("  (the raw rate is of an idle design: Icarus is event driven, so a busy design costs more per cycle")
-    print("   even without Python; the ratio is an upper bound on what the testbench costs)")
-
+    print("\n== summary: checked translations per second of wall-clock (of CPU) time, the same traffic on every line")
+    print(f"  {'simulator':<10} {'cocotb testbench':>20} {'pure Verilog tb':>20} {'cocotb / pure':>16}")
+    for sim in sims:
+        (c, cc), (p, pc) = speeds[sim]["rate"], pure[sim]["rate"]
+        print(f"  {sim:<10} {c:>9.0f} ({cc:>8.0f}) {p:>9.0f} ({pc:>8.0f}) {c / p:>7.3f} ({cc / pc:.3f})")
+    if len(sims) == 2:
+        (vw, vc), (iw, ic) = speeds["verilator"]["rate"], speeds["icarus"]["rate"]
+        (pvw, pvc), (piw, pic) = pure["verilator"]["rate"], pure["icarus"]["rate"]
+        print(f"  Verilator / Icarus, cocotb testbench: {vw / iw:.1f}x ({vc / ic:.1f}x)   "
+              f"pure testbench: {pvw / piw:.1f}x ({pvc / pic:.1f}x)")
+    if args.speed_only:
+        return 0
     print("\n== page-walk cache, workload with locality (sweeps over 2 MiB regions, then a working set that fits the DTLB)")
     print(f"  {'config':<22} {'walks':>7} {'DRAM reads/walk':>16} {'mean walk cycles':>17} {'PWC hits':>9} "
           f"{'TLB hit rate':>13}")
@@ -94,6 +97,61 @@ def main(argv=None) -> int:
     if fullsys(args, cfg) or trace(args, cfg):
         return 1
     return 0
+
+
+def speed(args, cfg, sim: str) -> dict | None:
+    out = R.run_test("mmu_bench", "bench_speed", cfg, "default", seed=args.seed, test_id=f"bench_speed-{sim}",
+                     params={"ops": args.ops}, waves=False, results_dir=BENCH_RESULTS, sim=sim)
+    if not out.passed:
+        print(f"bench_speed on {sim} failed:\n{out.message}\nlog: {out.log}")
+        return None
+    ex = out.result["extra"]
+    full, idle, raw = ex["full"], ex["idle_loop"], ex["raw_clock"]
+    print(f"\n== speed on {sim} (config 'default': ITLB 16 FA LRU, DTLB 32x4 PLRU, PWC 8, DRAM fixed 4 cycles)")
+    print(f"  full testbench, scoreboard on : {full['translations']} translations in {full['cycles']} cycles, "
+          f"{full['wall']:.2f} s wall / {full['cpu']:.2f} s CPU")
+    tw, tc = _rate(full["translations"], full["wall"]), _rate(full["translations"], full["cpu"])
+    fw, fc = _rate(full["cycles"], full["wall"]), _rate(full["cycles"], full["cpu"])
+    iw, ic = _rate(idle["cycles"], idle["wall"]), _rate(idle["cycles"], idle["cpu"])
+    rw, rc = _rate(raw["cycles"], raw["wall"]), _rate(raw["cycles"], raw["cpu"])
+    print(f"    {tw:10.0f} translations/s wall   {tc:10.0f} translations/s CPU")
+    print(f"    {fw:10.0f} cycles/s wall         {fc:10.0f} cycles/s CPU")
+    print(f"  testbench loop, nothing to do : {iw:10.0f} cycles/s wall   {ic:10.0f} cycles/s CPU")
+    print(f"  idle design, Python idle      : {rw:10.0f} cycles/s wall   {rc:10.0f} cycles/s CPU")
+    return {"rate": (tw, tc), "responses": out.result["responses"], "translations": full["translations"]}
+
+
+def pure_hdl(args, cfg, sims, speeds) -> dict | None:
+    """The same traffic replayed by a Verilog testbench (sim/hdl_bench.py), captured once, run on each simulator."""
+    from sim import hdl_bench
+
+    bdir = R.build(cfg, "default", waves=False, sim=sims[0])
+    out_dir = BENCH_RESULTS / "pure"
+    cap = R.run_test("mmu_bench", "bench_capture", cfg, "default", seed=args.seed, test_id="bench_capture",
+                     params={"ops": args.ops, "verilog": str(bdir / f"{R.TOPLEVEL}.v"), "out": str(out_dir)},
+                     waves=False, results_dir=BENCH_RESULTS, sim=sims[0])
+    if not cap.passed:
+        print(f"bench_capture failed:\n{cap.message}\nlog: {cap.log}")
+        return None
+    for sim in sims:  # the capture is the traffic the timed runs made: the same responses in the same cycles
+        if cap.result["responses"] != speeds[sim]["responses"]:
+            print(f"bench_capture made other traffic than bench_speed on {sim}: {cap.result['responses']} vs "
+                  f"{speeds[sim]['responses']}")
+            return None
+    n = cap.result["responses"]["count"]
+    print(f"\n== pure Verilog testbench: the captured inputs of {n} responses replayed, no Python "
+          f"({out_dir / 'tb.v'})")
+    result = {}
+    for sim in sims:
+        cmd = hdl_bench.build(sim, bdir / f"{R.TOPLEVEL}.v", out_dir / "tb.v", out_dir)
+        reps = args.reps if sim == "verilator" else 1
+        r = hdl_bench.run(cmd, out_dir, reps)
+        rate = _rate(r.responses, r.wall), _rate(r.responses, r.cpu)
+        print(f"  {sim:<10}: {r.responses} responses ({reps} x the capture), {r.cycles} cycles in {r.wall:.2f} s "
+              f"wall / {r.cpu:.2f} s CPU: {rate[0]:8.0f} ({rate[1]:.0f}) translations/s, "
+              f"{_rate(r.cycles, r.wall):8.0f} ({_rate(r.cycles, r.cpu):.0f}) cycles/s")
+        result[sim] = {"rate": rate}
+    return result
 
 
 def fullsys(args, cfg) -> int:

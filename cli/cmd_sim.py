@@ -1,6 +1,7 @@
-"""`mmu sim`: the co-simulation regression on Icarus, with a readable summary.
+"""`mmu sim`: the co-simulation regression on Icarus or Verilator, with a readable summary.
 
-    mmu sim [--seed N] [--seeds N] [--waves] [-k EXPR] [-j WORKERS]
+    mmu sim [--sim icarus|verilator] [--seed N] [--seeds N] [--translations N] [--waves] [-k EXPR]
+            [-j WORKERS | --tx SPEC ...]
 
 Runs ``pytest sim/regression.py`` (pytest-xdist across the cores): the
 hardware unit regression, the full-system runs (kernel workloads with every
@@ -11,17 +12,27 @@ the full-system table and the trace's figures, the functional coverage report
 of the kernel at the end of one workload, and the summary: tests
 passed/failed, translations checked, TLB hit rate, walks, mean walk cycles,
 DRAM reads per walk, faults by type, and for each failure its message and the
-command that replays it.  ``make sim`` runs it; the Makefile's SEED, SEEDS and
-WAVES variables arrive as environment variables and are honoured (options win).
+command that replays it.  ``make sim`` runs it; the Makefile's SIM, SEED, SEEDS
+and WAVES variables arrive as environment variables and are honoured (options win).
+A simulator that is missing or too old stops the run at once with one line naming
+the install command (sim/backend.py).
 
 Without a seed a fresh one is drawn and printed, and every test uses it, so
 ``mmu sim --seed N`` (or ``make sim SEED=N``) replays the whole run.
+
+Volume: ``--translations N`` (``make sim TRANSLATIONS=N``) runs only the random
+tests, over at least 100 seeds (``--seeds`` changes that), in batches of seeds
+per simulator start-up, until N translations have been checked
+(``test_volume`` in sim/regression.py).  ``--tx SPEC`` (repeatable) hands the
+items to pytest-xdist gateways instead of local workers: ``--tx 2*popen``, or
+``--tx ssh=HOST//python=/path/to/.venv/bin/python//chdir=/path/to/checkout``
+for another machine (docs/verification.md); each worker builds the designs it
+needs, and the records come back with pytest's reports (sim/records.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 
 from model.errors import UserError
-from sim import coverage
+from sim import backend, coverage, records
 from sim import runner as R
 
 FAULT_NAMES = {
@@ -42,15 +53,23 @@ FAULT_NAMES = {
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sim", help="run the co-simulation regression on Icarus and print a summary",
+    p = sub.add_parser("sim", help="run the co-simulation regression on Icarus or Verilator and print a summary",
                        description="Run the co-simulation regression (directed, random and full-system cocotb tests, "
-                                   "every response checked against the reference MMU) and print its summary.")
+                                   "every response checked against the reference MMU) on Icarus or Verilator and "
+                                   "print its summary.")
+    p.add_argument("--sim", choices=backend.SIMULATORS, help="simulator (default: $SIM, else icarus)")
     p.add_argument("--seed", type=str, metavar="N", help="seed of every test (default: $SEED, else a fresh one)")
     p.add_argument("--seeds", type=int, metavar="N", help="run every random test with N seeds: SEED, SEED+1, ...")
     p.add_argument("--waves", action="store_true", help="dump an FST waveform per test (also: WAVES=1)")
+    p.add_argument("--translations", type=int, metavar="N",
+                   help="volume mode: only the random tests, batched, until N translations are checked over at "
+                        "least 100 seeds (or --seeds)")
     p.add_argument("-k", dest="expr", metavar="EXPR", help="only the tests whose name matches (pytest -k)")
     p.add_argument("-j", "--jobs", metavar="N", default="auto",
                    help="parallel workers (pytest-xdist -n; default: auto = one per core; 0 = no xdist)")
+    p.add_argument("--tx", action="append", metavar="SPEC",
+                   help="an execnet gateway for pytest-xdist instead of -j, e.g. 2*popen or "
+                        "ssh=HOST//python=.venv/bin/python//chdir=CHECKOUT (repeatable)")
     p.add_argument("--results", metavar="DIR", help=f"aggregate an earlier run's records only (default dir: "
                                                     f"{R.RESULTS_DIR})")
     p.set_defaults(func=run)
@@ -71,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.results).is_dir():
             raise UserError(f"--results {args.results}: not a directory (the records of an earlier mmu sim run are "
                             f"in {R.RESULTS_DIR})")
-        records = load_results(Path(args.results))
-        print(report(records, seed=None, wall=None, pytest_rc=None))
-        return 0 if records and all(r.get("passed") for r in records) else 1
+        recs = records.load(Path(args.results))
+        print(report(recs, seed=None, wall=None, pytest_rc=None))
+        return 0 if recs and all(r.get("passed") for r in recs) else 1
+    sim = backend.selected(args.sim)
+    backend.require(sim)
     seed = _seed_text(args)
     seeds = args.seeds
     if seeds is None:
@@ -85,6 +106,14 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"SEEDS={env_seeds!r}: must be a positive integer") from None
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds {seeds}: must be a positive integer")
+    translations = args.translations
+    if translations is None and os.environ.get("TRANSLATIONS", "").strip():
+        try:
+            translations = int(os.environ["TRANSLATIONS"])
+        except ValueError:
+            raise UserError(f"TRANSLATIONS={os.environ['TRANSLATIONS']!r}: must be a positive integer") from None
+    if translations is not None and translations < 1:
+        raise UserError(f"--translations {translations}: must be a positive integer")
     waves = args.waves or R.waves_requested()
     if args.jobs != "auto":
         try:
@@ -94,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"-j {args.jobs!r}: must be 'auto' or a number >= 0") from None
 
     env = dict(os.environ)
+    env["SIM"] = sim
     env["SEED"] = seed
     if seeds is not None:
         env["SEEDS"] = str(seeds)
@@ -102,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
     env["WAVES"] = "1" if waves else ""
     for k in R.ENV_NAMES:
         env.pop(k, None)
+    env.pop(R.ENV_VOLUME, None)
+    if translations:
+        env[R.ENV_VOLUME] = str(translations)
     env[R.ENV_RESULTS_DIR] = str(R.RESULTS_DIR)
 
     # fresh records for this run
@@ -109,34 +142,31 @@ def run(args: argparse.Namespace) -> int:
     for f in R.RESULTS_DIR.glob("*.json"):
         f.unlink()
 
-    cmd = [sys.executable, "-m", "pytest", str(R.REGRESSION), "-q", "-p", "no:cacheprovider",
+    # by package name for gateways, which find it in their own installation (a path would have to be rsynced)
+    target = ["--pyargs", "sim.regression"] if args.tx else [str(R.REGRESSION)]
+    cmd = [sys.executable, "-m", "pytest", *target, "-q", "-p", "no:cacheprovider", "-p", "sim.records",
            "-o", "addopts=", "--no-header", "--show-capture=no"]
-    if args.jobs != "0":
+    if args.tx:
+        cmd += [a for spec in args.tx for a in ("--tx", spec)] + ["--dist", "load"]
+    elif args.jobs != "0":
         cmd += ["-n", str(args.jobs)]
-    if args.expr:
-        cmd += ["-k", args.expr]
-    print(f"mmu sim: seed {seed}" + (f", {seeds} seeds per random test" if seeds else "")
+    expr = " and ".join(f"({e})" for e in (args.expr, "test_volume" if translations else None) if e)
+    if expr:
+        cmd += ["-k", expr]
+    volume = f", volume: {translations} translations over at least {seeds or 100} seeds" if translations else ""
+    print(f"mmu sim: {sim}, seed {seed}" + (f", {seeds} seeds per random test" if seeds and not translations else "")
+          + volume
           + (", waves on" if waves else ""), flush=True)
     print("  " + " ".join(cmd[1:]), flush=True)
     t0 = time.monotonic()
     rc = subprocess.call(cmd, env=env)
     wall = time.monotonic() - t0
-    records = load_results(R.RESULTS_DIR)
+    recs = records.load(R.RESULTS_DIR)
     print()
-    print(report(records, seed=seed, wall=wall, pytest_rc=rc))
+    print(report(recs, seed=seed, wall=wall, pytest_rc=rc))
     if rc == 5:  # pytest: no tests collected
         raise UserError(f"-k {args.expr!r}: no co-simulation test matches" if args.expr else "no tests collected")
     return 0 if rc == 0 else 1
-
-
-def load_results(directory: Path) -> list[dict]:
-    records = []
-    for f in sorted(directory.glob("*.json")):
-        try:
-            records.append(json.loads(f.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return records
 
 
 def report(records: list[dict], *, seed, wall, pytest_rc) -> str:
@@ -151,6 +181,8 @@ def _pct(a: float, b: float) -> str:
 
 
 def summarize(records: list[dict], *, seed, wall, pytest_rc) -> str:
+    batches = [r for r in records if r.get("batch")]  # volume mode: each seed has its own record too
+    records = [r for r in records if not r.get("batch")]
     passed = [r for r in records if r.get("passed")]
     failed = [r for r in records if not r.get("passed")]
     # Self-tests of the checker fail on purpose inside; pytest counts them as passed when caught.
@@ -199,7 +231,12 @@ def summarize(records: list[dict], *, seed, wall, pytest_rc) -> str:
     lines.append(head)
     if pytest_rc not in (None, 0) and not failed:
         lines.append(f"pytest exited with status {pytest_rc} (see its output above)")
-    lines.append(f"{checked} translations checked against the reference MMU, {cycles} cycles simulated")
+    lines.append(f"{checked} translations checked against the reference MMU, {cycles} cycles simulated"
+                 + (f"; {sum(b['batch']['seeds'] for b in batches)} seeds in {len(batches)} simulator start-ups"
+                    if batches else ""))
+    sims = Counter(r.get("simulator", "?").split()[0] for r in records if r.get("simulator"))
+    if sims:
+        lines.append("simulator: " + ", ".join(f"{k} ({v} runs)" for k, v in sorted(sims.items())))
     lines.append(f"TLB: {hits} hits / {lookups} lookups = {_pct(hits, lookups)} hit rate")
     lines.append(f"walks: {walks}   mean walk cycles: {walk_cycles / walks:.1f}   DRAM reads per walk: "
                  f"{reads / walks:.2f}   PWC hits: {_pct(pwc_hits, walks)} of walks   A/D writes: {writes}"

@@ -17,6 +17,7 @@ import json
 import os
 import time
 import traceback
+from dataclasses import dataclass
 
 import cocotb
 
@@ -37,9 +38,29 @@ ZONE_START_PFN = (16 << 20) >> PAGE_SHIFT
 ZONE_PAGES = (64 << 20) >> PAGE_SHIFT
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which run this is: its seed, name, replay command and where its record goes."""
+
+    seed: int
+    test_id: str
+    replay: str
+    result_file: str
+
+    @classmethod
+    def from_environment(cls) -> "RunIdentity":
+        """The run the runner started this simulator for (``MMU_COSIM_*``, see sim/runner.py)."""
+        seed_text = os.environ.get(R.ENV_SEED) or os.environ.get("SEED") or ""
+        seed = int(seed_text, 0) if seed_text.strip() else R.fresh_seed()
+        return cls(seed, os.environ.get(R.ENV_TEST_ID, ""),
+                   os.environ.get(R.ENV_REPLAY, "") or f"SEED={seed} (re-run the same test)",
+                   os.environ.get(R.ENV_RESULT, ""))
+
+
 class CosimEnv:
     def __init__(self, dut, *, flags: Flags | None = None, dram: dict | None = None, resp_stall_prob: float = 0.0,
-                 req_gap_prob: float = 0.0, watchdog_cycles: int | None = None, check_reads: bool = True) -> None:
+                 req_gap_prob: float = 0.0, watchdog_cycles: int | None = None, check_reads: bool = True,
+                 identity: RunIdentity | None = None) -> None:
         self.dut = dut
         self.log = dut._log
         self.params = json.loads(os.environ.get(R.ENV_PARAMS, "") or "{}")
@@ -49,11 +70,11 @@ class CosimEnv:
         if dram:
             self.cfg = R.with_dram(self.cfg, **dram)
         self.config_name = os.environ.get(R.ENV_CONFIG_NAME, "default")
-        seed_text = os.environ.get(R.ENV_SEED) or os.environ.get("SEED") or ""
-        self.seed = int(seed_text, 0) if seed_text.strip() else R.fresh_seed()
-        self.test_id = os.environ.get(R.ENV_TEST_ID, "")
-        self.replay = os.environ.get(R.ENV_REPLAY, "") or f"SEED={self.seed} (re-run the same test)"
-        self.result_file = os.environ.get(R.ENV_RESULT, "")
+        identity = identity or RunIdentity.from_environment()
+        self.seed = identity.seed
+        self.test_id = identity.test_id
+        self.replay = identity.replay
+        self.result_file = identity.result_file
         self.flags0 = flags or Flags()
         self.mem = self.physical_memory()
         self.alloc = BuddyAllocator(ZONE_START_PFN, ZONE_PAGES)
@@ -154,7 +175,8 @@ class CosimEnv:
         wall = time.monotonic() - self.t_start
         return {
             "test": self.test_id, "config": self.config_name, "seed": self.seed, "passed": failure is None,
-            "failure": failure, "replay": self.replay, "cycles": self.tb.cycle, "wall_seconds": wall,
+            "failure": failure, "replay": self.replay, "simulator": cocotb.SIM_NAME, "cycles": self.tb.cycle,
+            "wall_seconds": wall, "responses": {"count": self.tb.resp.count, "digest": self.tb.digest.hexdigest()},
             "scoreboard": st.to_dict(), "hw_counters": counters, "dram": self.tb.dram.stats.to_dict(),
             "extra": self.extra,
         }
@@ -166,6 +188,41 @@ class CosimEnv:
             json.dump(self.result(failure), f, indent=1)
 
 
+# name -> (body, env class, env keyword arguments) of every cosim_test, so that a batch can run any of them
+COSIM_TESTS: dict[str, tuple] = {}
+
+
+async def run_cosim(dut, body, env_class: type[CosimEnv] = CosimEnv, env_kwargs: dict | None = None,
+                    identity: RunIdentity | None = None) -> CosimEnv:
+    """One co-simulation test on ``dut``: set up, ``await body(env)``, check the end, write the record.
+
+    Raises what failed (after writing the record).  Leaves the clock and the per-cycle loop stopped, so that
+    the next run in the same simulator starts from a reset of its own.
+    """
+    env = env_class(dut, identity=identity, **(env_kwargs or {}))
+    failure = None
+    try:
+        await env.start()
+        await body(env)
+        await env.finish()
+    except (AssertionError, TestbenchFailure) as e:
+        failure = str(e)
+        raise
+    except Exception as e:
+        failure = f"{type(e).__name__}: {e}\n{traceback.format_exc()}\n  seed: {env.seed}\n  replay: {env.replay}"
+        raise
+    finally:
+        env.tb.close()
+        env.write_result(failure)
+        if failure:
+            env.log.error("%s", failure)
+        else:
+            st = env.sb.stats
+            env.log.info("PASS: %d translations checked (%d hits, %d walks), %d cycles, seed %d",
+                         st.checked, st.hits, st.walks, env.tb.cycle, env.seed)
+    return env
+
+
 def cosim_test(timeout_note: str = "", env_class: type[CosimEnv] = CosimEnv, **env_kwargs):
     """Decorator: ``async def t(env: CosimEnv)`` becomes a cocotb test with scoreboard, watchdog and result record.
 
@@ -173,28 +230,11 @@ def cosim_test(timeout_note: str = "", env_class: type[CosimEnv] = CosimEnv, **e
     """
 
     def deco(fn):
+        COSIM_TESTS[fn.__name__] = (fn, env_class, env_kwargs)
+
         @functools.wraps(fn)
         async def wrapper(dut):
-            env = env_class(dut, **env_kwargs)
-            failure = None
-            try:
-                await env.start()
-                await fn(env)
-                await env.finish()
-            except (AssertionError, TestbenchFailure) as e:
-                failure = str(e)
-                raise
-            except Exception as e:
-                failure = f"{type(e).__name__}: {e}\n{traceback.format_exc()}\n  seed: {env.seed}\n  replay: {env.replay}"
-                raise
-            finally:
-                env.write_result(failure)
-                if failure:
-                    env.log.error("%s", failure)
-                else:
-                    st = env.sb.stats
-                    env.log.info("PASS: %d translations checked (%d hits, %d walks), %d cycles, seed %d",
-                                 st.checked, st.hits, st.walks, env.tb.cycle, env.seed)
+            await run_cosim(dut, fn, env_class, env_kwargs)
 
         return cocotb.test()(wrapper)
 

@@ -30,6 +30,7 @@ state it was stuck in.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from asyncio import CancelledError
 from collections import deque
@@ -64,7 +65,7 @@ class SignalXError(AssertionError):
 
 def bit_reader(handle):
     raw = getattr(getattr(handle, "_handle", None), "get_signal_val_binstr", None)
-    name = getattr(handle, "_name", str(handle))
+    name = getattr(handle, "_name", "signal")
     if raw is None:  # pragma: no cover - other cocotb versions
         def read_value() -> bool:
             v = handle.value
@@ -85,7 +86,7 @@ def bit_reader(handle):
 
 def int_reader(handle):
     raw = getattr(getattr(handle, "_handle", None), "get_signal_val_binstr", None)
-    name = getattr(handle, "_name", str(handle))
+    name = getattr(handle, "_name", "signal")
     if raw is None:  # pragma: no cover
         return lambda: int(handle.value)
 
@@ -316,6 +317,8 @@ class Testbench:
         self.scoreboard = None
         self.replay = ""  # the command that replays this test, for failure messages
         self.outstanding: deque[Request] = deque()
+        # every (request, response, cycle) in order: two simulators of the same design must agree on it
+        self.digest = hashlib.blake2b(digest_size=16)
         self.cycle = -1
         self.watchdog_cycles = watchdog_cycles
         self.failure: BaseException | None = None
@@ -323,7 +326,7 @@ class Testbench:
         self._waiters: set[Event] = set()
         self._in_reset = True
         self._loop_task = None
-        self._clock_task = None
+        self._clock = None
         self._next_id = 0
         self._last_progress = 0
         self._idle_event = Event()
@@ -345,7 +348,8 @@ class Testbench:
         dut.req__payload.value = 0
         dut.ctl__payload.value = 0
         self.flags.set(flags or Flags())
-        self._clock_task = Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns", impl="gpi").start(start_high=False)
+        self._clock = Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns", impl="gpi")
+        self._clock.start(start_high=False)
         self._loop_task = cocotb.start_soon(self._cycle_loop())
         await self.reset()
 
@@ -421,6 +425,9 @@ class Testbench:
             raise TestbenchFailure(f"response {resp} at cycle {resp.cycle} with no request outstanding")
         req = self.outstanding.popleft()
         req.response = resp
+        self.digest.update(b"%x %d %d %d %x %d %x %d %d %d;" % (
+            req.vaddr, req.access, req.user, req.accept_cycle, resp.paddr, resp.fault, resp.error_code, resp.size,
+            resp.tlb_hit, resp.cycle))
         if self.scoreboard:
             self.scoreboard.on_response(resp, req)
         elif resp.id != req.id:
@@ -534,6 +541,13 @@ class Testbench:
         if self._loop_task is not None:
             self._loop_task.cancel()
             self._loop_task = None
+
+    def close(self) -> None:
+        """Stop the per-cycle loop and the clock (the end of a run; the next one starts its own)."""
+        self.stop()
+        if self._clock is not None:
+            self._clock.stop()
+            self._clock = None
 
     def read_counters(self) -> dict[str, int]:
         return self.counters.read()

