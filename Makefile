@@ -41,7 +41,7 @@ sim: $(STAMP)
 	$(BIN)/mmu sim
 
 verilog: $(STAMP)
-	$(BIN)/mmu verilog --out build/mmu.v $(CONFIG)
+	$(BIN)/mmu verilog $(CONFIG)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -28,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from model.config import PRESETS
+from model.config import PRESETS, hardware_name
 from replay.lackey import SHIPPED_TRACE
 from sim import backend
 from sim import runner as R
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
           f"{'TLB hit rate':>13}")
     for name, c in (("PWC off", cfg.replace(pwc_entries=0)), ("PWC 8 entries", cfg),
                     ("PWC 32 entries", cfg.replace(pwc_entries=32))):
-        cname = R.build_name(c)
+        cname = hardware_name(c)
         out = R.run_test("mmu_bench", "bench_locality", c, cname, seed=args.seed, test_id=f"bench_locality_{cname}",
                          waves=False, results_dir=BENCH_RESULTS)
         if not out.passed:

@@ -20,7 +20,7 @@ import shlex
 import sys
 
 from cli.cmd_config import add_config_args, config_from_args
-from model.config import MMUConfig
+from model.config import MMUConfig, hardware_name
 from model.errors import UserError
 from model.x86.pte import Access
 
@@ -117,14 +117,13 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def run_hw(args: argparse.Namespace, cfg, trace, whole) -> int:
-    from sim import runner as R
     from sim.trace_cosim import HW_KEYS, RESULTS_DIR, run_on_hardware
 
     seed = _seed(args)
     argv = ["mmu", "trace", args.file, "--hw"] + (["--limit", str(args.limit)] if args.limit else [])
     if cfg != MMUConfig():  # the whole configuration in one file, so that the command replays it exactly
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        saved = RESULTS_DIR / f"config-{R.build_name(cfg)}.json"
+        saved = RESULTS_DIR / f"config-{hardware_name(cfg)}.json"
         saved.write_text(json.dumps(cfg.to_dict(), indent=2))
         argv += ["--config", str(saved)]
     replay_cmd = " ".join(shlex.quote(a) for a in argv + ["--seed", str(seed)])
@@ -145,7 +144,7 @@ def run_hw(args: argparse.Namespace, cfg, trace, whole) -> int:
     n = max(1, res["accesses"])
     rows = [
         ("trace", _describe(args.file, whole.records, len(trace), len(whole), t["pages"])),
-        ("hardware", f"Verilog MMU on Icarus ({R.build_name(cfg)}), seed {seed}: {res['accesses']} responses "
+        ("hardware", f"Verilog MMU on Icarus ({hardware_name(cfg)}), seed {seed}: {res['accesses']} responses "
                      f"checked against the reference MMU, zero mismatches"),
         ("ITLB", f"{cfg.itlb.entries} entries, {cfg.itlb.ways} ways, {cfg.itlb.policy.value}: "
                  f"{res['itlb_misses']} misses ({_pct(res['itlb_misses'], fetches)} of {fetches} fetches)"),

@@ -7,6 +7,7 @@ testbench (cocotb) sets its own.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
-from model.config import MMUConfig
+from model.config import MMUConfig, hardware_name
 
 
 def top_ports(mmu) -> list[tuple[str, int, str]]:
@@ -41,13 +42,22 @@ def icarus_time0_fix(text: str) -> str:
                            text)
 
 
+def header(cfg: MMUConfig, name: str) -> str:
+    """The comment the file starts with: which configuration it is, whole, so the file says what it holds."""
+    lines = [f"MMU top `{name}`, configuration {hardware_name(cfg)} (hardware fields of model.config.MMUConfig):"]
+    lines += json.dumps({k: v for k, v in cfg.to_dict().items() if k != "dram"}, indent=2, sort_keys=True).splitlines()
+    lines.append("Regenerate: mmu config prints this configuration; mmu verilog --config FILE rebuilds it.")
+    return "".join(f"// {line}\n" for line in lines)
+
+
 def verilog_text(cfg: MMUConfig, name: str = "mmu_top") -> tuple[str, object]:
-    """The Verilog source of an MMU built from ``cfg`` and the elaborated top (for its ports)."""
+    """The Verilog source of an MMU built from ``cfg`` (its configuration in the header comment) and the
+    elaborated top (for its ports)."""
     from hw.mmu import MMU  # local: importing hw.export must stay cheap
 
     mmu = MMU(cfg)
     text = verilog.convert(mmu, name=name, emit_src=False)
-    return icarus_time0_fix(text), mmu
+    return header(cfg, name) + icarus_time0_fix(text), mmu
 
 
 def write_verilog(cfg: MMUConfig, path, name: str = "mmu_top") -> Path:

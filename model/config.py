@@ -12,6 +12,8 @@ rule, before any hardware is elaborated.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -218,6 +220,23 @@ del T
 
 PRESETS: dict[str, MMUConfig] = {name: cfg for name, _, cfg in _PRESET_TABLE}
 PRESET_DOCS: dict[str, str] = {name: doc for name, doc, _ in _PRESET_TABLE}
+
+
+def hardware_key(cfg: MMUConfig) -> str:
+    """Configurations that build the same hardware have the same key (DRAM timing is testbench-only)."""
+    d = cfg.to_dict()
+    d.pop("dram", None)
+    return json.dumps(d, sort_keys=True)
+
+
+def hardware_name(cfg: MMUConfig) -> str:
+    """A name for the hardware ``cfg`` builds: the preset's (``PRESETS``) when it is one, else ``cfg-`` and a hash,
+    so that builds and Verilog files of two configurations never share a name."""
+    key = hardware_key(cfg)
+    for name, known in PRESETS.items():
+        if hardware_key(known) == key:
+            return name
+    return "cfg-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def preset(name: str) -> MMUConfig:

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.config import PRESETS, DRAMTiming, MMUConfig
+from model.config import DRAMTiming, MMUConfig, hardware_key
 from sim import backend
 
 # The folder that holds the packages (sim/, model/, hw/): the checkout, or site-packages when installed.
@@ -58,22 +58,6 @@ ENV_VOLUME = "MMU_COSIM_TRANSLATIONS"  # volume mode's translation budget (mmu s
 ENV_NAMES = (ENV_SEED, ENV_CONFIG, ENV_CONFIG_NAME, ENV_RESULT, ENV_TEST_ID, ENV_REPLAY, ENV_PARAMS)
 
 
-def config_key(cfg: MMUConfig) -> str:
-    """Configurations that build the same hardware share a build (DRAM timing is testbench-only)."""
-    d = cfg.to_dict()
-    d.pop("dram", None)
-    return json.dumps(d, sort_keys=True)
-
-
-def build_name(cfg: MMUConfig) -> str:
-    """The build directory name of a configuration: a preset's name (``model.config.PRESETS``), else a hash."""
-    key = config_key(cfg)
-    for name, known in PRESETS.items():
-        if config_key(known) == key:
-            return name
-    return "cfg-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
 def with_dram(cfg: MMUConfig, **timing) -> MMUConfig:
     return cfg.replace(dram=DRAMTiming(**{**cfg.to_dict()["dram"], **timing}))
 
@@ -82,7 +66,7 @@ def with_dram(cfg: MMUConfig, **timing) -> MMUConfig:
 # build
 
 def _source_hash(cfg: MMUConfig, sim: str) -> str:
-    h = hashlib.sha256(config_key(cfg).encode())
+    h = hashlib.sha256(hardware_key(cfg).encode())
     h.update(_BUILD_RECIPES[sim].encode())
     files = (sorted((PKG_ROOT / "hw").glob("*.py")) + [PKG_ROOT / "model" / "config.py"]
              + sorted((PKG_ROOT / "model" / "x86").glob("*.py")))

@@ -17,7 +17,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
-from model.config import MMUConfig
+from model.config import MMUConfig, hardware_name
 from model.x86.pte import Access
 from replay.lackey import Trace, read_lackey
 from replay.trace_replay import AddressSpace, progress_bar, replay
@@ -100,7 +100,7 @@ def run_on_hardware(path: str, limit: int | None, cfg: MMUConfig, seed: int, rep
     (``progress_bar``: only on a terminal).  The simulator runs in a thread of this process and writes how
     far it got to a file, which is polled.
     """
-    name = R.build_name(cfg)
+    name = hardware_name(cfg)
     R.build(cfg, name, quiet=False)
     test_id = "trace_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).name) + (f"_{limit}" if limit else "")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import pytest
 
 from cli.cmd_sim import report
 from cli.main import main
-from model.config import PRESETS, MMUConfig
+from model.config import PRESETS, MMUConfig, hardware_name
 from model.mm.invariants import check
 from model.mm.page_alloc import BuddyAllocator
 from model.reference.ref_mmu import RefMMU
@@ -172,8 +172,8 @@ def test_mmu_trace_bad_options(argv, message, capsys):
 
 
 def test_build_names():
-    assert R.build_name(MMUConfig()) == "default" and R.build_name(PRESETS["fifo4"]) == "fifo4"
+    assert hardware_name(MMUConfig()) == "default" and hardware_name(PRESETS["fifo4"]) == "fifo4"
     other = MMUConfig().replace(pwc_entries=0)
-    assert R.build_name(other).startswith("cfg-") and R.build_name(other) == R.build_name(other.replace())
-    assert R.build_name(R.with_dram(MMUConfig(), latency=9)) == "default", "DRAM timing does not change the build"
-    assert Path(R.build_dir_for(R.build_name(other))).parent == R.SIM_BUILD
+    assert hardware_name(other).startswith("cfg-") and hardware_name(other) == hardware_name(other.replace())
+    assert hardware_name(R.with_dram(MMUConfig(), latency=9)) == "default", "DRAM timing does not change the build"
+    assert Path(R.build_dir_for(hardware_name(other))).parent == R.SIM_BUILD
