@@ -10,9 +10,9 @@ SEEDS   ?=
 WAVES   ?=
 CONFIG  ?=
 
-export SEED SEEDS WAVES
+export SEED SEEDS WAVES MUTANTS JOBS
 
-.PHONY: all install test sim verilog bench clean check-iverilog
+.PHONY: all install test sim mutants verilog bench clean check-iverilog
 
 all: test
 
@@ -37,6 +37,10 @@ test: $(STAMP) check-iverilog
 
 sim: $(STAMP) check-iverilog
 	$(BIN)/mmu sim
+
+# every hardware mutant of sim/mutants.toml on a copy of hw/ (SEED, SEEDS, MUTANTS=a,b, JOBS=N pass through)
+mutants: $(STAMP) check-iverilog
+	$(BIN)/python -m sim.mutants
 
 verilog: $(STAMP)
 	$(BIN)/mmu verilog --out build/mmu.v $(CONFIG)
