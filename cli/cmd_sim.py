@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.results:
         records = load_results(Path(args.results))
         print(report(records, seed=None, wall=None, pytest_rc=None))
-        return 0 if records and all(r.get("passed") for r in records) else 1
+        failed = coverage_gate(records)
+        return 0 if records and all(r.get("passed") for r in records) and not failed else 1
     seed = _seed_text(args)
     seeds = args.seeds
     if seeds is None:
@@ -121,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     print(report(records, seed=seed, wall=wall, pytest_rc=rc))
     if rc == 5:  # pytest: no tests collected
         raise UserError(f"-k {args.expr!r}: no co-simulation test matches" if args.expr else "no tests collected")
-    return 0 if rc == 0 else 1
+    if args.expr:  # part of the regression: its coverage is reported, not gated
+        print(f"coverage gate skipped: -k {args.expr!r} runs part of the regression")
+        return 0 if rc == 0 else 1
+    return 0 if rc == 0 and not coverage_gate(records) else 1
 
 
 def load_results(directory: Path) -> list[dict]:
@@ -283,12 +287,30 @@ def fullsys_summary(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def coverage_summary(records: list[dict]) -> str:
+def coverage_counts(records: list[dict]) -> tuple[Counter, list]:
+    """The coverage bins summed over the records, and the configurations that ran (their TLB geometries)."""
     counts: Counter = Counter()
+    names = []
     for r in records:
         if not self_test(r):  # injected bugs: not the design's behaviour
             counts.update((r.get("scoreboard") or {}).get("coverage", {}))
-    return coverage.report(counts)
+            if r.get("config") in R.CONFIGS and r["config"] not in names:
+                names.append(r["config"])
+    return counts, [R.CONFIGS[n] for n in names]
+
+
+def coverage_summary(records: list[dict]) -> str:
+    return coverage.report(*coverage_counts(records))
+
+
+def coverage_gate(records: list[dict]) -> int:
+    """1 (and the bins named) when a reachable coverage bin was never hit, else 0."""
+    miss = coverage.missed(*coverage_counts(records))
+    if not miss:
+        return 0
+    shown = "; ".join(miss[:12]) + (f"; ... ({len(miss) - 12} more, listed above)" if len(miss) > 12 else "")
+    print(f"coverage gate FAILED: {len(miss)} reachable bins never hit: {shown}")
+    return 1
 
 
 def kernel_views(records: list[dict]) -> str:

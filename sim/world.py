@@ -28,8 +28,8 @@ or an under-flush shows as a hit/miss mismatch); a PCID round trip through
 another space with shared and global pages; a flush timed to land in the lookup
 cycle or a walker state of a missing request; a clean page read and then
 written (the write must re-walk to set D), per page size; an access its TLB
-entry does not allow.  Steps are plain tuples (``REQ``, ``CTL``, ``CYCLES``,
-``ACCEPTED``, ``IDLE``, ``EDIT``) that sim/cocotb_tests/mmu_random.py executes.
+entry does not allow; a sweep over every page (replacement in every set).  Steps are plain tuples (``REQ``, ``CTL``, ``CYCLES``,
+``ACCEPTED``, ``IDLE``, ``FLAGS``, ``EDIT``) that sim/cocotb_tests/mmu_random.py executes.
 
 Kernel edits (mprotect, munmap, remap, A/D aging) come with the matching shootdown.
 """
@@ -59,6 +59,7 @@ CTL = "ctl"  # (CTL, op, value)
 CYCLES = "cycles"  # (CYCLES, n): let about n cycles pass
 ACCEPTED = "accepted"  # (ACCEPTED,): until the last request is accepted
 IDLE = "idle"  # (IDLE,): until nothing is queued or in flight
+FLAGS = "flags"  # (FLAGS, {flag: value}): while idle, change CR0.WP, EFER.NXE, CR4.SMEP/SMAP/PCIDE
 EDIT = "edit"  # (EDIT, fn): while idle, fn() edits page tables and returns the shootdown [(op, value)]
 
 
@@ -77,7 +78,7 @@ class Space:
 class RandomWorld:
     def __init__(self, env, rng: random.Random, *, spaces: int = 3, regions: int = 3, pages_per_region: int = 24,
                  huge_2m: int = 3, huge_1g: int = 1, kernel_pages: int = 8, garbage: int = 6,
-                 pcide: bool = True, p_restrict: float = 0.2) -> None:
+                 pcide: bool = True, p_restrict: float = 0.12) -> None:
         self.env = env
         self.rng = rng
         self.cfg = env.cfg
@@ -194,13 +195,12 @@ class RandomWorld:
                 continue
 
     def _restrict_upper(self, sp: Space, prob: float) -> None:
-        """R/W = 0, U/S = 0 or XD = 1 in one entry above some leaves: the whole subtree loses that right."""
+        """R/W = 0, U/S = 0 or XD = 1 in some entries above leaves (each distinct entry with ``prob``):
+        the whole subtree below loses that right."""
         rng = self.rng
-        for va, size in sp.pages:
-            if rng.random() >= prob:
-                continue
-            addr = sp.pt.entry_addr(va, rng.choice(UPPER[size]))
-            if addr is not None:
+        entries = {sp.pt.entry_addr(va, level) for va, size in sp.pages for level in UPPER[size]}
+        for addr in sorted(a for a in entries if a is not None):
+            if rng.random() < prob:
                 v = self.env.mem.read64(addr)
                 self.env.mem.write64(addr, rng.choice((v & ~RW, v & ~US, v | XD)))
 
@@ -291,7 +291,8 @@ class RandomWorld:
     def episode(self) -> list[tuple]:
         """One short sequence of steps aimed at one bug class (see the module docstring)."""
         rng = self.rng
-        kind = rng.choices(("flush", "pcid", "timed", "clean", "blocked"), (4, 3 if self.pcide else 0, 4, 2, 2))[0]
+        kind = rng.choices(("flush", "pcid", "pcide", "timed", "clean", "blocked", "sweep", "reserved"),
+                           (4, 3 if self.pcide else 0, 1 if self.pcide else 0, 5, 2, 2, 1, 1))[0]
         return getattr(self, f"_episode_{kind}")()
 
     def _probes(self, sp: Space, extra: int = 0) -> list[tuple]:
@@ -306,14 +307,39 @@ class RandomWorld:
             steps.append((REQ, va ^ (rng.randrange(1, 8) << 12), Access.READ, sp.user_of.get(va, False)))
         return steps
 
+    def _page(self, sp: Space) -> tuple[int, PageSize, bool]:
+        """A page of ``sp`` or a kernel page, its size drawn first (so 1 GiB pages get as much attention as
+        4 KiB ones), with an address in it and the leaf's U/S."""
+        rng = self.rng
+        pages = sp.pages + self.kernel_pages
+        size = rng.choice(sorted({s for _, s in pages}))
+        va = rng.choice([v for v, s in pages if s == size])
+        return va + self._offset(size), size, sp.user_of.get(va, False)
+
     def _episode_flush(self) -> list[tuple]:
+        """Touch a page, flush (by VA: that page), re-touch it and what must have survived."""
         sp = self.current
-        steps = self._probes(sp)
-        op, value = self.random_ctl(sp)
-        steps.append((CTL, op, value))
-        if op == CtlOp.FLUSH_VA:
-            steps.append((REQ, value ^ (self.rng.randrange(0x1000)), Access.READ, False))
+        va, size, user = self._page(sp)
+        steps = [(REQ, va, Access.READ, user)] + self._probes(sp)
+        op, value = (CtlOp.FLUSH_VA, va) if self.rng.random() < 0.5 else self.random_ctl(sp)
+        steps += [(CTL, op, value), (REQ, va ^ self.rng.randrange(0x1000), Access.READ, user)]
         return steps + self._probes(self.current, extra=4)
+
+    def _episode_pcide(self) -> list[tuple]:
+        """PCIDE off, a CR3 write (it drops every non-global entry, other PCIDs' too), PCIDE on, back to the
+        same space without flushing: what was dropped must miss."""
+        sp = self.current
+        return (self._probes(sp) + [(FLAGS, {"pcide": False}), (CTL, *self.switch(sp, False)),
+                                    (FLAGS, {"pcide": True}), (CTL, *self.switch(sp, True))] + self._probes(sp, 6))
+
+    def _episode_reserved(self) -> list[tuple]:
+        """Every garbage entry of the current space once, with NXE off half of the time (XD is reserved)."""
+        rng = self.rng
+        sp = self.current
+        steps = [(FLAGS, {"nxe": rng.random() < 0.5})]
+        for va in rng.sample(sp.garbage, len(sp.garbage)):
+            steps.append((REQ, va + rng.randrange(0, 0x1000, 8), rng.choice(list(Access)), rng.random() < 0.5))
+        return steps
 
     def _episode_pcid(self) -> list[tuple]:
         """Fill shared and global entries in A, flush in B, come back to A: what A owns must still hit."""
@@ -322,8 +348,8 @@ class RandomWorld:
         b = rng.choice([s for s in self.spaces if s is not a] or [a])
         steps = self._probes(a) + [(CTL, *self.switch(b, rng.random() < 0.7))] + self._probes(b)
         va, size = rng.choice(self.shared + self.kernel_pages)
-        op = rng.choice((CtlOp.FLUSH_VA, CtlOp.FLUSH_VA, CtlOp.FLUSH_PCID, CtlOp.FLUSH_ALL_KEEP_GLOBAL,
-                         CtlOp.WRITE_CR3))
+        op = rng.choice((CtlOp.FLUSH_VA, CtlOp.FLUSH_VA, CtlOp.FLUSH_PCID, CtlOp.FLUSH_ALL,
+                         CtlOp.FLUSH_ALL_KEEP_GLOBAL, CtlOp.WRITE_CR3))
         if op == CtlOp.FLUSH_VA:
             steps.append((CTL, op, va + self._offset(size)))
         elif op == CtlOp.FLUSH_PCID:
@@ -340,20 +366,31 @@ class RandomWorld:
         lookup cycle or a walker state), then the same page again (a stale fill shows as a wrong hit)."""
         rng = self.rng
         sp = self.current
-        va, size = rng.choice(sp.pages + self.kernel_pages)
-        va += self._offset(size)
-        access = rng.choice((Access.READ, Access.WRITE, Access.WRITE, Access.FETCH))
-        user = sp.user_of.get(va & ~(size.bytes - 1), False)
         t = self.cfg.dram
-        walk = 4 * (max(t.latency, t.tRCD + t.tCL) + 2) + 6
-        d = 0 if rng.random() < 0.25 else rng.randrange(walk)
-        if rng.random() < 0.5:
-            op, value = CtlOp.FLUSH_VA, (va if rng.random() < 0.5 else rng.choice(sp.recent or [(va,)])[0])
-        else:
-            op, value = self.random_ctl(sp)
-        steps = [(CTL, CtlOp.FLUSH_VA, va)] if rng.random() < 0.5 else []  # make the miss certain
-        steps += [(IDLE,), (REQ, va, access, user), (ACCEPTED,), (CYCLES, d), (CTL, op, value), (REQ, va, access, user)]
+        level = (t.latency if t.kind == "fixed" else t.tRCD + t.tCL + t.jitter // 2) + 1  # cycles per level read
+        steps = []
+        for _ in range(3):
+            va, size, user = self._page(sp)
+            access = rng.choice((Access.READ, Access.WRITE, Access.WRITE, Access.FETCH))
+            d = 0 if rng.random() < 0.2 else rng.randint(1, rng.randint(1, 4) * level + 4)
+            if rng.random() < 0.3:
+                op, value = CtlOp.FLUSH_VA, (va if rng.random() < 0.5 else rng.choice(sp.recent or [(va,)])[0])
+            else:
+                op, value = self.random_ctl(sp)
+            steps += [(EDIT, lambda va=va, sp=sp: self._age(sp, va)), (REQ, va, access, user), (ACCEPTED,),
+                      (CYCLES, d), (CTL, op, value), (REQ, va, access, user)]
+            sp = self.current
         return steps + self._probes(self.current)
+
+    def _age(self, sp: Space, va: int) -> list[tuple[CtlOp, int]]:
+        """Clear A (and often D) of the leaf of ``va``, with its shootdown: the next access misses and its
+        walk ends with A/D writes."""
+        self.env.kernel_edit_ok()
+        leaf = sp.pt.lookup(va)
+        if leaf is None:
+            return []
+        self.env.mem.write64(leaf.entry_addr, leaf.value & ~(A | (D if self.rng.random() < 0.6 else 0)))
+        return self._shootdown(sp, va, leaf.global_)
 
     def _episode_clean(self) -> list[tuple]:
         """Clear D (with its shootdown), read, then write: the write must re-walk to set D; per size."""
@@ -386,6 +423,16 @@ class RandomWorld:
         user = sp.user_of.get(va & ~(size.bytes - 1), False)
         return [(REQ, va, Access.READ, user), (REQ, va, rng.choice((Access.WRITE, Access.FETCH)), rng.random() < 0.5),
                 (REQ, va, Access.READ, user)]
+
+    def _episode_sweep(self) -> list[tuple]:
+        """Every page of the current space once, in random order, all reads or all fetches: each set of
+        the TLB that serves them overflows, so replacement picks victims."""
+        rng = self.rng
+        sp = self.current
+        access = rng.choice((Access.READ, Access.FETCH))
+        pages = sp.pages + self.kernel_pages
+        return [(REQ, va + self._offset(size), access, sp.user_of.get(va, False))
+                for va, size in rng.sample(pages, len(pages))]
 
     # --- kernel edits (call only while the MMU is idle) -----------------------------------
 

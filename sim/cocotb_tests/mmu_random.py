@@ -45,6 +45,8 @@ async def run_steps(env: CosimEnv, world: RandomWorld, steps, max_queue: int) ->
                 await tb.wait_accepted(last)
         elif kind == W.IDLE:
             await tb.wait_idle()
+        elif kind == W.FLAGS:
+            await env.set_flags(**step[1])
         else:  # EDIT
             await tb.wait_idle()
             for op, value in step[1]():
