@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,7 +235,14 @@ def _table(args) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="mmu-mutants-"))
     try:
         with ThreadPoolExecutor(jobs) as pool:
-            results = list(pool.map(lambda m: (m, hunt(m, steps, args.ops, scratch)), mutants))
+            futures = {pool.submit(hunt, m, steps, args.ops, scratch): m for m in mutants}
+            done = {}
+            for n, f in enumerate(as_completed(futures), 1):
+                m, r = futures[f], f.result()
+                done[m.name] = r
+                verdict = Step(**r["killed_by"]).label if r.get("killed_by") else r.get("error") or "survived"
+                print(f"  [{n}/{len(mutants)}] {m.name}: {verdict}", flush=True)
+            results = [(m, done[m.name]) for m in mutants]
             # a kill counts only if the killing test passes on the original design with the same seed
             killers = {json.dumps(r["killed_by"], sort_keys=True) for _, r in results if r.get("killed_by")}
             baseline = dict(pool.map(lambda k: (k, hunt(None, [Step(**json.loads(k))], args.ops, scratch)),
@@ -258,7 +265,7 @@ def _table(args) -> int:
             by_random += step.kind == "random"
             print(f"{m.name:<{width}}  {m.bug_class:<12} {step.label:<34} {step.kind}")
         else:
-            print(f"{m.name:<{width}}  {m.bug_class:<12} {'SURVIVED' + (' (' + r['error'] + ')' if r.get('error') else ''):<34} -")
+            print(f"{m.name:<{width}}  {m.bug_class:<12} {'SURVIVED':<34} -" + (f"  ({r['error']})" if r.get("error") else ""))
     for line in sorted(set(broken)):
         print(f"warning: {line}")
     print(f"\nwall {time.monotonic() - t0:.0f} s")
