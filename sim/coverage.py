@@ -257,23 +257,24 @@ class CoveredRefMMU(RefMMU):
         pcid = self.ctrl.pcid
         canonical = (vaddr >> 47) in (0, 0x1FFFF)
         before = tlb.lookup(vaddr, pcid) if canonical else None
+        blocked = before is not None and not ((access != Access.WRITE or before.dirty) and access_allowed(
+            before.writable, before.user, before.nx, access, user, self.ctrl))
+        # seen outcomes first: control operations accepted during this request apply after its lookup
+        if before is not None and not blocked:
+            self._on_hit(before, pcid)
+        elif canonical:
+            self._on_miss(tlb, vaddr, pcid)
         rows = (list(tlb.main.rows[((vaddr >> 12) & (tlb.cfg.sets - 1))]), list(tlb.superpages.rows[0]))
         resp = super().translate(vaddr, access, user, id, flushes_during_walk=flushes_during_walk)
         bins = self.bins
         bins[response_key(resp, access, user)] += 1
-        if not canonical:
-            return resp
-        if resp.tlb_hit:
-            self._on_hit(before, pcid)
-            return resp
-        self._on_miss(tlb, vaddr, pcid)
-        if before is not None:
+        if blocked:
             bins[key("blocked", self._blocked_cause(before, access, user), _size(before))] += 1
         if resp.fault == FaultKind.PAGE and resp.error_code & PF_RSVD:
             level, _, value = resp.walk.reads[-1]
             for kind in reserved_kinds(level, value, self.cfg.maxphyaddr, self.ctrl.nxe):
                 bins[key("reserved", kind, level.name)] += 1
-        if resp.fault == FaultKind.NONE and not flushes_during_walk:
+        if resp.fault == FaultKind.NONE and not resp.tlb_hit and not flushes_during_walk:
             self._on_fill(tlb, vaddr, pcid, rows)
         return resp
 

@@ -29,7 +29,7 @@ another space with shared and global pages; a flush timed to land in the lookup
 cycle or a walker state of a missing request; a clean page read and then
 written (the write must re-walk to set D), per page size; an access its TLB
 entry does not allow; a sweep over every page (replacement in every set).  Steps are plain tuples (``REQ``, ``CTL``, ``CYCLES``,
-``ACCEPTED``, ``IDLE``, ``FLAGS``, ``EDIT``) that sim/cocotb_tests/mmu_random.py executes.
+``ACCEPTED``, ``MEMOPS``, ``IDLE``, ``FLAGS``, ``EDIT``) that sim/cocotb_tests/mmu_random.py executes.
 
 Kernel edits (mprotect, munmap, remap, A/D aging) come with the matching shootdown.
 """
@@ -58,6 +58,7 @@ REQ = "req"  # (REQ, vaddr, access, user)
 CTL = "ctl"  # (CTL, op, value)
 CYCLES = "cycles"  # (CYCLES, n): let about n cycles pass
 ACCEPTED = "accepted"  # (ACCEPTED,): until the last request is accepted
+MEMOPS = "memops"  # (MEMOPS, k): until k memory transactions since the last request (or its answer)
 IDLE = "idle"  # (IDLE,): until nothing is queued or in flight
 FLAGS = "flags"  # (FLAGS, {flag: value}): while idle, change CR0.WP, EFER.NXE, CR4.SMEP/SMAP/PCIDE
 EDIT = "edit"  # (EDIT, fn): while idle, fn() edits page tables and returns the shootdown [(op, value)]
@@ -346,12 +347,14 @@ class RandomWorld:
         rng = self.rng
         a = self.current
         b = rng.choice([s for s in self.spaces if s is not a] or [a])
-        steps = self._probes(a) + [(CTL, *self.switch(b, rng.random() < 0.7))] + self._probes(b)
-        va, size = rng.choice(self.shared + self.kernel_pages)
+        va, size = rng.choice(self.shared if rng.random() < 0.7 else self.kernel_pages)
+        va += self._offset(size)
+        touch = (REQ, va, Access.READ, False)
+        steps = [touch] + self._probes(a) + [(CTL, *self.switch(b, rng.random() < 0.7)), touch] + self._probes(b)
         op = rng.choice((CtlOp.FLUSH_VA, CtlOp.FLUSH_VA, CtlOp.FLUSH_PCID, CtlOp.FLUSH_ALL,
                          CtlOp.FLUSH_ALL_KEEP_GLOBAL, CtlOp.WRITE_CR3))
         if op == CtlOp.FLUSH_VA:
-            steps.append((CTL, op, va + self._offset(size)))
+            steps += [(CTL, op, va), touch]
         elif op == CtlOp.FLUSH_PCID:
             steps.append((CTL, op, rng.choice((a, b)).pcid))
         elif op == CtlOp.WRITE_CR3:
@@ -359,26 +362,33 @@ class RandomWorld:
         else:
             steps.append((CTL, op, 0))
         steps += self._probes(b)
-        return steps + [(CTL, *self.switch(a, True))] + self._probes(a, extra=6)
+        return steps + [(CTL, *self.switch(a, True)), touch] + self._probes(a, extra=6)
 
     def _episode_timed(self) -> list[tuple]:
-        """A request that probably misses, a control operation ``d`` cycles after its acceptance (the
-        lookup cycle or a walker state), then the same page again (a stale fill shows as a wrong hit)."""
+        """Requests each followed by a control operation placed in its lookup cycle (a recent page: a hit;
+        an aged one: a miss), after the k-th memory transaction of its walk (READ, WAIT, A/D write, DONE)
+        or some cycles later; then the same page again (a stale fill shows as a wrong hit)."""
         rng = self.rng
         sp = self.current
         t = self.cfg.dram
-        level = (t.latency if t.kind == "fixed" else t.tRCD + t.tCL + t.jitter // 2) + 1  # cycles per level read
+        level = (t.latency if t.kind == "fixed" else t.tRCD + t.tCL) + 1  # about the cycles of one level's read
         steps = []
         for _ in range(3):
             va, size, user = self._page(sp)
             access = rng.choice((Access.READ, Access.WRITE, Access.WRITE, Access.FETCH))
-            d = 0 if rng.random() < 0.2 else rng.randint(1, rng.randint(1, 4) * level + 4)
             if rng.random() < 0.3:
                 op, value = CtlOp.FLUSH_VA, (va if rng.random() < 0.5 else rng.choice(sp.recent or [(va,)])[0])
             else:
                 op, value = self.random_ctl(sp)
-            steps += [(EDIT, lambda va=va, sp=sp: self._age(sp, va)), (REQ, va, access, user), (ACCEPTED,),
-                      (CYCLES, d), (CTL, op, value), (REQ, va, access, user)]
+            when = rng.random()
+            if when < 0.25 and sp.recent:  # the lookup cycle of a probable hit
+                va, access, user = rng.choice(sp.recent)
+                wait = [(CYCLES, 0)]
+            else:
+                steps.append((EDIT, lambda va=va, sp=sp: self._age(sp, va)))
+                wait = [(CYCLES, rng.randint(0, 4 * level + 4))] if when < 0.5 else \
+                    [(MEMOPS, rng.randint(1, 6)), (CYCLES, rng.randint(0, level + 1))]
+            steps += [(IDLE,), (REQ, va, access, user), (ACCEPTED,), *wait, (CTL, op, value), (REQ, va, access, user)]
             sp = self.current
         return steps + self._probes(self.current)
 
@@ -390,6 +400,10 @@ class RandomWorld:
         if leaf is None:
             return []
         self.env.mem.write64(leaf.entry_addr, leaf.value & ~(A | (D if self.rng.random() < 0.6 else 0)))
+        for level in UPPER[leaf.size]:  # often the entries above too: several A/D writes in a row
+            addr = sp.pt.entry_addr(va, level)
+            if addr is not None and self.rng.random() < 0.5:
+                self.env.mem.write64(addr, self.env.mem.read64(addr) & ~A)
         return self._shootdown(sp, va, leaf.global_)
 
     def _episode_clean(self) -> list[tuple]:

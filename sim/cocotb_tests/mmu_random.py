@@ -28,11 +28,12 @@ async def run_steps(env: CosimEnv, world: RandomWorld, steps, max_queue: int) ->
     """Execute episode steps (sim/world.py); returns the number of requests submitted."""
     tb = env.tb
     last = None
-    n = 0
+    base = n = 0
     for step in steps:
         kind = step[0]
         if kind == W.REQ:
             last = tb.submit(*step[1:])
+            base = len(tb.store.log)
             n += 1
             while len(tb.req.queue) > max_queue:
                 await tb.wait_accepted(tb.req.queue[0])
@@ -43,6 +44,11 @@ async def run_steps(env: CosimEnv, world: RandomWorld, steps, max_queue: int) ->
         elif kind == W.ACCEPTED:
             if last is not None:
                 await tb.wait_accepted(last)
+        elif kind == W.MEMOPS:
+            for _ in range(400):  # about a walk's worst case; the request may make fewer transactions
+                if len(tb.store.log) >= base + step[1] or last is None or last.response is not None:
+                    break
+                await tb.cycles(1)
         elif kind == W.IDLE:
             await tb.wait_idle()
         elif kind == W.FLAGS:
