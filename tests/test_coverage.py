@@ -119,3 +119,17 @@ def test_the_gate_names_the_bins_never_hit(capsys):
     assert "coverage gate FAILED: 1 reachable bins never hit: flush: FLUSH_VA 2M nonglobal other kept" in out
     assert "every reachable bin was hit" in C.report(Counter(every | {"flush: FLUSH_VA 2M nonglobal other kept": 1}),
                                                       [R.CONFIGS["default"]])
+
+
+def test_operations_during_a_request_apply_after_its_lookup():
+    """A flush accepted while a hit is answered comes after it: that hit neither sees the flush's outcome nor
+    counts as a hit after it; the next lookup does."""
+    mem, pt = _world()
+    pt.map(0x4000, 0x0800_0000)
+    bins = Counter()
+    mmu = C.CoveredRefMMU(CFG, mem, ControlRegs(cr3=pt.pml4), bins=bins)
+    mmu.translate(0x4000, Access.READ, True)
+    assert mmu.translate(0x4008, Access.READ, True, flushes_during_walk=[(CtlOp.FLUSH_VA, 0x4000)]).tlb_hit
+    assert not [k for k in bins if k.startswith("flush")]
+    assert not mmu.translate(0x4010, Access.READ, True).tlb_hit
+    assert bins["flush: FLUSH_VA 4K nonglobal same dropped"] == 1
