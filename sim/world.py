@@ -293,7 +293,7 @@ class RandomWorld:
         """One short sequence of steps aimed at one bug class (see the module docstring)."""
         rng = self.rng
         kind = rng.choices(("flush", "pcid", "pcide", "timed", "clean", "blocked", "sweep", "reserved"),
-                           (4, 3 if self.pcide else 0, 1 if self.pcide else 0, 5, 2, 2, 1, 1))[0]
+                           (4, 3, 1 if self.pcide else 0, 5, 2, 2, 1, 1))[0]
         return getattr(self, f"_episode_{kind}")()
 
     def _probes(self, sp: Space, extra: int = 0) -> list[tuple]:
@@ -330,7 +330,7 @@ class RandomWorld:
         """PCIDE off, a CR3 write (it drops every non-global entry, other PCIDs' too), PCIDE on, back to the
         same space without flushing: what was dropped must miss."""
         sp = self.current
-        return (self._probes(sp) + [(FLAGS, {"pcide": False}), (CTL, *self.switch(sp, False)),
+        return (self._probes(sp) + [(FLAGS, {"pcide": False}), (CTL, *self.switch(sp, self.rng.random() < 0.5)),
                                     (FLAGS, {"pcide": True}), (CTL, *self.switch(sp, True))] + self._probes(sp, 6))
 
     def _episode_reserved(self) -> list[tuple]:
@@ -343,7 +343,8 @@ class RandomWorld:
         return steps
 
     def _episode_pcid(self) -> list[tuple]:
-        """Fill shared and global entries in A, flush in B, come back to A: what A owns must still hit."""
+        """Fill shared and global entries in A, flush in B, come back to A: what A owns must still hit (with
+        PCIDE=0 the no-flush bit is ignored: every switch flushes, and A's entries must miss)."""
         rng = self.rng
         a = self.current
         b = rng.choice([s for s in self.spaces if s is not a] or [a])
