@@ -18,7 +18,8 @@ physical memory, each with:
   space, G=1);
 - reserved bits of each kind at each level where they exist (M..51 and XD
   without NXE at every level, PS in a PML4E, frame bits 20:13 of a 2 MiB leaf,
-  29:13 of a 1 GiB leaf, boundary bits favoured), plus random garbage;
+  29:13 of a 1 GiB leaf), each range by its lowest bit, its highest and one
+  between, plus random garbage;
 - non-leaf entries whose A bit is clear (the walker must set it).
 
 Besides single requests and control operations it hands out *episodes*: short
@@ -109,7 +110,8 @@ class RandomWorld:
                     self._map(sp, self._fresh_va(size), self._frame(size), size, self._flags())
             for kind, levels in RESERVED_KINDS:
                 for level in levels:
-                    self._garbage(sp, level, self.reserved_value(kind, level))
+                    for edge in (("low", "high", "any") if kind in ("high", "frame2m", "frame1g") else ("any",)):
+                        self._garbage(sp, level, self.reserved_value(kind, level, edge))
             for _ in range(garbage):
                 level = rng.choice(list(Level))
                 self._garbage(sp, level, self.garbage_value(level))
@@ -151,8 +153,9 @@ class RandomWorld:
             va = base + k * 0x1000 + (0x1000 * self.rng.randrange(4) if k % 8 == 7 else 0)
             self._map(sp, va, self.env.alloc_frame(), PageSize.SIZE_4K, self._flags())
 
-    def reserved_value(self, kind: str, level: Level) -> int:
-        """A present entry at ``level`` whose only reserved bits are of ``kind`` (boundary bits favoured)."""
+    def reserved_value(self, kind: str, level: Level, edge: str = "any") -> int:
+        """A present entry at ``level`` whose only reserved bits are of ``kind``: its lowest reserved bit
+        (``edge="low"``), its highest (``"high"``) or any."""
         rng = self.rng
         M = self.M
         base = (rng.getrandbits(M - 12) << 12) | P | RW | US | (rng.getrandbits(1) * A)
@@ -161,14 +164,14 @@ class RandomWorld:
         if huge:  # a huge leaf: its frame is aligned unless this entry is about misalignment
             top = 20 if level == Level.PD else 29
             base = (base & ~((1 << (top + 1)) - 1)) | (base & 0xFFF) | PS
-        if kind == "high":  # a physical-address bit M..51 (M itself half of the time)
-            return base | (1 << (M if rng.random() < 0.5 else rng.randrange(M, 52)))
+        if kind == "high":  # a physical-address bit M..51
+            return base | (1 << {"low": M, "high": 51}.get(edge, rng.randrange(M, 52)))
         if kind == "xd":  # XD: reserved only with NXE=0 (a legal entry otherwise)
             return base | XD
         if kind == "ps":  # PS in a PML4E
             return base | PS
-        # frame bits below the alignment: bit 13 or the top one half of the time
-        return base | (1 << (rng.choice((13, top)) if rng.random() < 0.5 else rng.randrange(13, top + 1)))
+        # frame bits below the alignment (bit 12 is PAT)
+        return base | (1 << {"low": 13, "high": top}.get(edge, rng.randrange(13, top + 1)))
 
     def garbage_value(self, level: Level) -> int:
         rng = self.rng
