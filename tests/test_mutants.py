@@ -68,7 +68,7 @@ def test_a_catalogue_entry_without_a_field_is_a_user_error(tmp_path):
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog (iverilog) is not installed")
 def test_random_tests_kill_the_hard_mutants(tmp_path):
     """The CI budget: the hard sample against the random tests with one seed, two mutants at a time."""
-    seed = os.environ.get("SEED", "").strip() or "20261201"
+    seed = os.environ.get("SEED", "").strip() or "1"
     cmd = [sys.executable, "-m", "sim.mutants", "--random-only", "--seed", seed, "-j", "2",
            "--only", ",".join(CI_SAMPLE)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
