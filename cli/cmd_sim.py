@@ -1,6 +1,6 @@
 """`mmu sim`: the co-simulation regression on Icarus, with a readable summary.
 
-    mmu sim [--seed N] [--seeds N] [--waves] [-k EXPR] [-j WORKERS]
+    mmu sim [--seed N] [--seeds N] [--waves] [-k EXPR] [-j WORKERS] [--no-coverage-gate]
 
 Runs ``pytest sim/regression.py`` (pytest-xdist across the cores): the
 hardware unit regression, the full-system runs (kernel workloads with every
@@ -49,6 +49,8 @@ def register(sub) -> None:
     p.add_argument("-k", dest="expr", metavar="EXPR", help="only the tests whose name matches (pytest -k)")
     p.add_argument("-j", "--jobs", metavar="N", default="auto",
                    help="parallel workers (pytest-xdist -n; default: auto = one per core; 0 = no xdist)")
+    p.add_argument("--no-coverage-gate", dest="gate", action="store_false",
+                   help="report coverage without failing on a reachable bin never hit")
     p.add_argument("--results", metavar="DIR", help=f"aggregate an earlier run's records only (default dir: "
                                                     f"{R.RESULTS_DIR})")
     p.set_defaults(func=run)
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.results:
         records = load_results(Path(args.results))
         print(report(records, seed=None, wall=None, pytest_rc=None))
-        failed = coverage_gate(records)
+        failed = coverage_gate(records) if args.gate else 0
         return 0 if records and all(r.get("passed") for r in records) and not failed else 1
     seed = _seed_text(args)
     seeds = args.seeds
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if args.expr:  # part of the regression: its coverage is reported, not gated
         print(f"coverage gate skipped: -k {args.expr!r} runs part of the regression")
         return 0 if rc == 0 else 1
-    return 0 if rc == 0 and not coverage_gate(records) else 1
+    return 0 if rc == 0 and not (args.gate and coverage_gate(records)) else 1
 
 
 def load_results(directory: Path) -> list[dict]:
