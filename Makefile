@@ -12,9 +12,9 @@ TRANSLATIONS ?=
 WAVES   ?=
 CONFIG  ?=
 
-export SIM SEED SEEDS TRANSLATIONS WAVES
+export SIM SEED SEEDS TRANSLATIONS WAVES MUTANTS JOBS
 
-.PHONY: all install test sim verilog bench clean check-iverilog wheel-check
+.PHONY: all install test sim mutants verilog bench clean check-iverilog wheel-check
 
 all: test
 
@@ -39,6 +39,10 @@ test: $(STAMP) check-iverilog
 
 sim: $(STAMP)
 	$(BIN)/mmu sim
+
+# every hardware mutant of sim/mutants.toml on a copy of hw/ (SEED, SEEDS, MUTANTS=a,b, JOBS=N pass through)
+mutants: $(STAMP) check-iverilog
+	$(BIN)/python -m sim.mutants
 
 verilog: $(STAMP)
 	$(BIN)/mmu verilog $(CONFIG)

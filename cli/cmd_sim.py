@@ -1,7 +1,7 @@
 """`mmu sim`: the co-simulation regression on Icarus or Verilator, with a readable summary.
 
     mmu sim [--sim icarus|verilator] [--seed N] [--seeds N] [--translations N] [--waves] [-k EXPR]
-            [-j WORKERS | --tx SPEC ...]
+            [-j WORKERS | --tx SPEC ...] [--no-coverage-gate]
 
 Runs ``pytest sim/regression.py`` (pytest-xdist across the cores): the
 hardware unit regression, the full-system runs (kernel workloads with every
@@ -70,6 +70,8 @@ def register(sub) -> None:
     p.add_argument("--tx", action="append", metavar="SPEC",
                    help="an execnet gateway for pytest-xdist instead of -j, e.g. 2*popen or "
                         "ssh=HOST//python=.venv/bin/python//chdir=CHECKOUT (repeatable)")
+    p.add_argument("--no-coverage-gate", dest="gate", action="store_false",
+                   help="report coverage without failing on a reachable bin never hit")
     p.add_argument("--results", metavar="DIR", help=f"aggregate an earlier run's records only (default dir: "
                                                     f"{R.RESULTS_DIR})")
     p.set_defaults(func=run)
@@ -92,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                             f"in {R.RESULTS_DIR})")
         recs = records.load(Path(args.results))
         print(report(recs, seed=None, wall=None, pytest_rc=None))
-        return 0 if recs and all(r.get("passed") for r in recs) else 1
+        failed = coverage_gate(recs) if args.gate else 0
+        return 0 if recs and all(r.get("passed") for r in recs) and not failed else 1
     sim = backend.selected(args.sim)
     backend.require(sim)
     seed = _seed_text(args)
@@ -166,7 +169,10 @@ def run(args: argparse.Namespace) -> int:
     print(report(recs, seed=seed, wall=wall, pytest_rc=rc))
     if rc == 5:  # pytest: no tests collected
         raise UserError(f"-k {args.expr!r}: no co-simulation test matches" if args.expr else "no tests collected")
-    return 0 if rc == 0 else 1
+    if args.expr:  # part of the regression: its coverage is reported, not gated
+        print(f"coverage gate skipped: -k {args.expr!r} runs part of the regression")
+        return 0 if rc == 0 else 1
+    return 0 if rc == 0 and not (args.gate and coverage_gate(recs)) else 1
 
 
 def report(records: list[dict], *, seed, wall, pytest_rc) -> str:
@@ -325,12 +331,30 @@ def fullsys_summary(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def coverage_summary(records: list[dict]) -> str:
+def coverage_counts(records: list[dict]) -> tuple[Counter, list]:
+    """The coverage bins summed over the records, and the configurations that ran (their TLB geometries)."""
     counts: Counter = Counter()
+    names = []
     for r in records:
         if not self_test(r):  # injected bugs: not the design's behaviour
             counts.update((r.get("scoreboard") or {}).get("coverage", {}))
-    return coverage.report(counts)
+            if r.get("config") in R.CONFIGS and r["config"] not in names:
+                names.append(r["config"])
+    return counts, [R.CONFIGS[n] for n in names]
+
+
+def coverage_summary(records: list[dict]) -> str:
+    return coverage.report(*coverage_counts(records))
+
+
+def coverage_gate(records: list[dict]) -> int:
+    """1 (and the bins named) when a reachable coverage bin was never hit, else 0."""
+    miss = coverage.missed(*coverage_counts(records))
+    if not miss:
+        return 0
+    shown = "; ".join(miss[:12]) + (f"; ... ({len(miss) - 12} more, listed above)" if len(miss) > 12 else "")
+    print(f"coverage gate FAILED: {len(miss)} reachable bins never hit: {shown}")
+    return 1
 
 
 def kernel_views(records: list[dict]) -> str:

@@ -143,6 +143,7 @@ class MemOp:
     write: bool
     addr: int
     value: int  # write data, or the data the read returned
+    done: int = -1  # a read: the cycle its response was taken
 
     def __str__(self) -> str:
         kind = "W" if self.write else "R"
@@ -303,7 +304,7 @@ class DRAMAgent:
         # read response handshake
         if self._resp_valid:
             if self._resp_ready_now():
-                self.queue.popleft()
+                self.queue.popleft().op.done = cycle
             else:
                 self.stats.resp_stall_cycles += 1
         # request handshake

@@ -45,10 +45,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from model.reference.ref_mmu import COUNTERS as REF_COUNTERS
-from model.reference.ref_mmu import RefMMU
 from model.reference.ref_walker import ControlRegs
-from model.x86.pte import PF_P, PF_RSVD, FaultKind, PageSize
+from model.x86.pte import FaultKind, PageSize
 from sim import coverage
+from sim.coverage import fault_class
 from sim.dram import DRAMStore, MemOp
 from sim.transactions import CtlTxn, Flags, Request, Response, describe_answer
 
@@ -58,19 +58,6 @@ COMPARED_COUNTERS = tuple(REF_COUNTERS)
 
 class ScoreboardMismatch(AssertionError):
     """The hardware and the reference MMU disagree."""
-
-
-def fault_class(fault: int, error_code: int) -> str:
-    """A short name for the kind of answer: ok, noncanonical, not_present, protection, reserved."""
-    if fault == FaultKind.NONE:
-        return "ok"
-    if fault == FaultKind.NONCANONICAL:
-        return "noncanonical"
-    if error_code & PF_RSVD:
-        return "reserved"
-    if error_code & PF_P:
-        return "protection"
-    return "not_present"
 
 
 @dataclass
@@ -113,10 +100,11 @@ class Scoreboard:
         self.replay = replay
         self.config_name = config_name
         self.check_reads = check_reads
-        self.ref = RefMMU(cfg, mem, ControlRegs(cr3=cr3, **flags.as_dict()))
+        self.stats = ScoreboardStats()
+        self.ref = coverage.CoveredRefMMU(cfg, mem, ControlRegs(cr3=cr3, **flags.as_dict()),
+                                          bins=self.stats.coverage)
         self.pending_ctl: deque[CtlTxn] = deque()
         self.history: deque[str] = deque(maxlen=12)
-        self.stats = ScoreboardStats()
         self.last: tuple[Request, Response] | None = None
         self.drop_ctl_op = None  # fault injection for the self-tests
 
@@ -143,7 +131,8 @@ class Scoreboard:
         """The hardware was reset: a fresh reference (empty TLBs, PWC, counters) over the same memory."""
         self.pending_ctl.clear()
         committed = self.store.commit_pending()
-        self.ref = RefMMU(self.cfg, self.mem, ControlRegs(cr3=cr3, **flags.as_dict()))
+        self.ref = coverage.CoveredRefMMU(self.cfg, self.mem, ControlRegs(cr3=cr3, **flags.as_dict()),
+                                          bins=self.stats.coverage)
         self.history.append(f"reset (committed {len(committed)} unchecked hardware writes)")
 
     def on_response(self, resp: Response, req: Request) -> None:
@@ -245,7 +234,7 @@ class Scoreboard:
         cls = fault_class(resp.fault, resp.error_code)
         s.faults[cls] += 1
         access = req.access.name.lower()
-        s.coverage[coverage.bin_key(cls, access, req.user, resp.tlb_hit, resp.size, ref.walk)] += 1
+        coverage.count_arrivals(s.coverage, req, resp, during, hw_reads, hw_writes, self.ref.ctrl.pcide)
         if resp.fault == FaultKind.NONE:
             s.sizes[PageSize(resp.size).label] += 1
         if resp.fault == FaultKind.NONCANONICAL:
