@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from model.config import PRESETS
 from model.errors import UserError
 from sim import backend, coverage, records
 from sim import runner as R
@@ -72,6 +73,8 @@ def register(sub) -> None:
                         "ssh=HOST//python=.venv/bin/python//chdir=CHECKOUT (repeatable)")
     p.add_argument("--no-coverage-gate", dest="gate", action="store_false",
                    help="report coverage without failing on a reachable bin never hit")
+    p.add_argument("--junitxml", metavar="FILE", help="also write pytest's JUnit XML report of the run (for CI)")
+    p.add_argument("--list", action="store_true", help="print the test names -k matches, one a line, and exit")
     p.add_argument("--results", metavar="DIR", help=f"aggregate an earlier run's records only (default dir: "
                                                     f"{R.RESULTS_DIR})")
     p.set_defaults(func=run)
@@ -96,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         print(report(recs, seed=None, wall=None, pytest_rc=None))
         failed = coverage_gate(recs) if args.gate else 0
         return 0 if recs and all(r.get("passed") for r in recs) and not failed else 1
+    if args.list:
+        return list_tests(args)
     sim = backend.selected(args.sim)
     backend.require(sim)
     seed = _seed_text(args)
@@ -153,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         cmd += [a for spec in args.tx for a in ("--tx", spec)] + ["--dist", "load"]
     elif args.jobs != "0":
         cmd += ["-n", str(args.jobs)]
+    if args.junitxml:
+        cmd += ["--junitxml", str(Path(args.junitxml).resolve())]
     expr = " and ".join(f"({e})" for e in (args.expr, "test_volume" if translations else None) if e)
     if expr:
         cmd += ["-k", expr]
@@ -166,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     wall = time.monotonic() - t0
     recs = records.load(R.RESULTS_DIR)
     print()
-    print(report(recs, seed=seed, wall=wall, pytest_rc=rc))
+    print(report(recs, seed=seed, wall=wall, pytest_rc=rc, counts=records.outcomes(R.RESULTS_DIR)))
     if rc == 5:  # pytest: no tests collected
         raise UserError(f"-k {args.expr!r}: no co-simulation test matches" if args.expr else "no tests collected")
     if args.expr:  # part of the regression: its coverage is reported, not gated
@@ -175,10 +182,24 @@ def run(args: argparse.Namespace) -> int:
     return 0 if rc == 0 and not (args.gate and coverage_gate(recs)) else 1
 
 
-def report(records: list[dict], *, seed, wall, pytest_rc) -> str:
+def list_tests(args) -> int:
+    """The regression's test names (what -k matches), as pytest collects them."""
+    cmd = [sys.executable, "-m", "pytest", str(R.REGRESSION), "--collect-only", "-q", "-p", "no:cacheprovider",
+           "-o", "addopts=", "--no-header"] + (["-k", args.expr] if args.expr else [])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    names = [line.split("::", 1)[1] for line in out.stdout.splitlines() if "::" in line]
+    if out.returncode not in (0, 5) or (out.returncode == 5 and not args.expr):
+        raise UserError(f"cannot list the regression's tests: {(out.stdout + out.stderr).strip().splitlines()[-1:]}")
+    if not names:
+        raise UserError(f"-k {args.expr!r}: no co-simulation test matches")
+    print("\n".join(names))
+    return 0
+
+
+def report(records: list[dict], *, seed, wall, pytest_rc, counts: dict[str, int] | None = None) -> str:
     """Everything `mmu sim` prints at the end: the summary, the full-system runs, coverage, the kernel's views."""
     parts = [fullsys_summary(records), coverage_summary(records) if records else "", kernel_views(records),
-             summarize(records, seed=seed, wall=wall, pytest_rc=pytest_rc)]
+             summarize(records, seed=seed, wall=wall, pytest_rc=pytest_rc, counts=counts)]
     return "\n\n".join(p for p in parts if p)
 
 
@@ -186,7 +207,7 @@ def _pct(a: float, b: float) -> str:
     return f"{100.0 * a / b:.1f} %" if b else "n/a"
 
 
-def summarize(records: list[dict], *, seed, wall, pytest_rc) -> str:
+def summarize(records: list[dict], *, seed, wall, pytest_rc, counts: dict[str, int] | None = None) -> str:
     batches = [r for r in records if r.get("batch")]  # volume mode: each seed has its own record too
     records = [r for r in records if not r.get("batch")]
     passed = [r for r in records if r.get("passed")]
@@ -229,7 +250,11 @@ def summarize(records: list[dict], *, seed, wall, pytest_rc) -> str:
             c[3] += hw.get("mem_reads", 0)
             c[4] += hw.get("walk_cycles", 0)
     lines = ["== co-simulation summary " + "=" * 54]
-    head = f"tests: {len(passed) + len(expected_fail)} passed, {len(failed)} failed"
+    if counts is not None:  # pytest's own count: a test is one pytest item, whatever records it wrote
+        head = f"tests: {counts['passed']} passed, {counts['failed'] + counts['error']} failed"
+        head += f", {counts['skipped']} skipped" if counts["skipped"] else ""
+    else:
+        head = f"tests: {len(passed) + len(expected_fail)} passed, {len(failed)} failed"
     if seed is not None:
         head += f"   seed {seed}"
     if wall is not None:
@@ -243,7 +268,10 @@ def summarize(records: list[dict], *, seed, wall, pytest_rc) -> str:
     sims = Counter(r.get("simulator", "?").split()[0] for r in records if r.get("simulator"))
     if sims:
         lines.append("simulator: " + ", ".join(f"{k} ({v} runs)" for k, v in sorted(sims.items())))
-    lines.append(f"TLB: {hits} hits / {lookups} lookups = {_pct(hits, lookups)} hit rate")
+    if lookups or not failed:
+        lines.append(f"TLB: {hits} hits / {lookups} lookups = {_pct(hits, lookups)} hit rate")
+    else:  # a test that stopped at a mismatch compares no counters: zeros would read as measured
+        lines.append("TLB: no hardware counters (every test that ran stopped before comparing them)")
     lines.append(f"walks: {walks}   mean walk cycles: {walk_cycles / walks:.1f}   DRAM reads per walk: "
                  f"{reads / walks:.2f}   PWC hits: {_pct(pwc_hits, walks)} of walks   A/D writes: {writes}"
                  if walks else "walks: 0")
@@ -338,9 +366,9 @@ def coverage_counts(records: list[dict]) -> tuple[Counter, list]:
     for r in records:
         if not self_test(r):  # injected bugs: not the design's behaviour
             counts.update((r.get("scoreboard") or {}).get("coverage", {}))
-            if r.get("config") in R.CONFIGS and r["config"] not in names:
+            if r.get("config") in PRESETS and r["config"] not in names:
                 names.append(r["config"])
-    return counts, [R.CONFIGS[n] for n in names]
+    return counts, [PRESETS[n] for n in names]
 
 
 def coverage_summary(records: list[dict]) -> str:

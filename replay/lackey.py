@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from model.errors import UserError
-from model.x86.pte import PAGE_SHIFT, PAGE_SIZE, Access
+from model.x86.pte import PAGE_SIZE, Access
 
 # The real program trace shipped with the package (replay/traces/listwalk.c made it; docs/traces.md).
 SHIPPED_TRACE = Path(__file__).resolve().parent / "traces" / "listwalk.lackey.gz"

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.config import PRESETS
 from model.errors import UserError
 
 CATALOGUE = Path(__file__).with_name("mutants.toml")
@@ -135,7 +136,7 @@ def run_steps(steps: list[Step], ops: int | None) -> dict:
         params = dict(G.PARAMS.get((step.test, step.config)) or {})
         if ops and step.kind == "random":
             params["ops"] = ops
-        out = R.run_test(step.module, step.test, R.CONFIGS[step.config], step.config, seed=step.seed,
+        out = R.run_test(step.module, step.test, PRESETS[step.config], step.config, seed=step.seed,
                          test_id=f"{step.test}-{step.config}-{step.seed}", params=params,
                          replay=f"python -m sim.mutants --seed {step.seed}")
         if not out.passed:

@@ -7,7 +7,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 from cli.cmd_sim import coverage_gate
-from model.config import MMUConfig
+from model.config import PRESETS, MMUConfig
 from model.mm.page_alloc import BuddyAllocator
 from model.reference.ref_walker import ControlRegs
 from model.x86.pgtable import PageTables
@@ -15,7 +15,6 @@ from model.x86.physmem import PhysMem
 from model.x86.pte import PS, XD, Access, Level, PageSize
 from model.x86.tlbflush import CR3_NOFLUSH, CtlOp
 from sim import coverage as C
-from sim import runner as R
 
 CFG = MMUConfig()
 
@@ -118,7 +117,7 @@ def test_the_gate_names_the_bins_never_hit(capsys):
     out = capsys.readouterr().out
     assert "coverage gate FAILED: 1 reachable bins never hit: flush: FLUSH_VA 2M nonglobal other kept" in out
     assert "every reachable bin was hit" in C.report(Counter(every | {"flush: FLUSH_VA 2M nonglobal other kept": 1}),
-                                                      [R.CONFIGS["default"]])
+                                                      [PRESETS["default"]])
 
 
 def test_operations_during_a_request_apply_after_its_lookup():

@@ -16,7 +16,7 @@ from model.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS
 from model.user import workload
 from model.user.malloc import Malloc
 from model.user.workload import run_workload
-from model.x86.pte import PAGE_SHIFT, Access
+from model.x86.pte import Access
 
 
 class Machine:

@@ -18,7 +18,6 @@ Needs gcc and valgrind (Debian: apt-get install gcc valgrind).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
