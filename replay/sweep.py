@@ -302,6 +302,10 @@ def _nan(x: float | None) -> float:
     return np.nan if x is None else x
 
 
+# Why the direct-mapped panels show the policies on top of each other.
+DIRECT_MAPPED_NOTE = "\n(one way per set: no policy has a choice, so they coincide)"
+
+
 def _ways_title(ways: int | None) -> str:
     return {None: "fully associative", 1: "direct-mapped"}.get(ways, f"{ways}-way")
 
@@ -309,6 +313,7 @@ def _ways_title(ways: int | None) -> str:
 def plot(result: SweepResult, ways: list[int | None], out: Path) -> list[Path]:
     """Write hit_rate.png, miss_latency.png and pwc.png into the directory ``out``; returns their paths."""
     from matplotlib.figure import Figure  # imported here: a second of start-up that only plots need
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     rows = result.rows
@@ -342,7 +347,7 @@ def plot(result: SweepResult, ways: list[int | None], out: Path) -> list[Path]:
             if pts:
                 ax.plot([n for n, _ in pts], [100 * h for _, h in pts], marker="o", label=policy.value)
         size_axis(ax, [1 << i for i in range(entries[-1].bit_length())])
-        ax.set_title(_ways_title(w))
+        ax.set_title(_ways_title(w) + (DIRECT_MAPPED_NOTE if w == 1 else ""), fontsize="medium")
     axes[0].set_ylabel("DTLB hit rate (%)")
     if axes[-1].get_legend_handles_labels()[0]:
         axes[-1].legend(fontsize="small")
@@ -360,15 +365,20 @@ def plot(result: SweepResult, ways: list[int | None], out: Path) -> list[Path]:
         for (reads, writes), n in r.walk_shapes.items():
             latency[r.point.pwc][model.miss(reads, writes)] += n
     slots = sorted(set().union(*latency.values()))
-    width = 0.8 / len(pwcs)
+    gap = min((b - a for a, b in zip(slots, slots[1:])), default=1)
+    width = 0.8 * gap / len(pwcs)
     for i, pwc in enumerate(pwcs):
         total = sum(latency[pwc].values()) or 1
-        ax.bar(np.arange(len(slots)) - 0.4 + width * (i + 0.5), [100 * latency[pwc][c] / total for c in slots],
-               width, label="PWC off" if pwc == 0 else f"PWC {pwc} entries")
-    ax.set_xticks(range(len(slots)), [str(c) for c in slots])
+        bars = ax.bar([c - 0.4 * gap + width * (i + 0.5) for c in slots],
+                      [100 * latency[pwc][c] / total for c in slots], width,
+                      label="PWC off" if pwc == 0 else f"PWC {pwc} entries")
+        ax.bar_label(bars, labels=[str(latency[pwc][c]) if latency[pwc][c] else "" for c in slots],
+                     fontsize="x-small", rotation=90, padding=2)
+    ax.set_xticks(slots, [str(c) for c in slots])
+    ax.margins(y=0.15)
     ax.set_xlabel(f"cycles, accept to response: {model.MISS_FIXED} + {model.dram_latency + 1} x DRAM reads "
                   "+ A/D writes")
-    ax.set_ylabel("share of walks (%)")
+    ax.set_ylabel("share of walks (%); the number of walks on each bar")
     ax.set_title(f"{name}: latency of a TLB miss\n(DRAM latency {model.dram_latency}; the walks of "
                  f"{len(rows) // len(pwcs)} DTLB configurations pooled)", fontsize="medium")
     ax.legend()
@@ -376,33 +386,37 @@ def plot(result: SweepResult, ways: list[int | None], out: Path) -> list[Path]:
     paths.append(out / "miss_latency.png")
     fig.savefig(paths[-1], dpi=110)
 
-    # Page-walk cache on vs off: DRAM reads per walk and cycles per translation, one thin line per DTLB kind.
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    colors = {pwc: f"C{i}" for i, pwc in enumerate(pwcs)}
-    for pwc in pwcs:
-        first = True
-        for w in dict.fromkeys(r.point.ways_label for r in rows):
-            for policy in policies:
-                line = [r for r in rows if r.point.pwc == pwc and r.point.policy is policy
-                        and r.point.ways_label == w]
-                line.sort(key=lambda r: r.point.entries)
+    # Page-walk cache on vs off: a column per associativity, DRAM reads per walk above and cycles per
+    # translation below; colour = page-walk-cache size, line style = replacement policy.
+    labels = list(dict.fromkeys(r.point.ways_label for r in rows))
+    fig = Figure(figsize=(3.6 * len(labels), 6.4), layout="constrained")
+    grid = fig.subplots(2, len(labels), sharex=True, sharey="row", squeeze=False)
+    styles = {policy: ("-", "--", ":", "-.")[i % 4] for i, policy in enumerate(policies)}
+    for col, w in enumerate(labels):
+        top, bottom = grid[0][col], grid[1][col]
+        direct = all(r.point.ways == 1 for r in rows if r.point.ways_label == w)
+        for pwc in pwcs:
+            for policy in policies[:1] if direct else policies:
+                line = sorted((r for r in rows if r.point.pwc == pwc and r.point.policy is policy
+                               and r.point.ways_label == w), key=lambda r: r.point.entries)
                 if not line:
                     continue
                 n = [r.point.entries for r in line]
-                label = ("PWC off" if pwc == 0 else f"PWC {pwc} entries") if first else None
-                left.plot(n, [_nan(r.reads_per_walk) for r in line], color=colors[pwc], lw=1, alpha=0.6,
-                          marker=".", label=label)
-                right.plot(n, [_nan(r.cycles_per_translation) for r in line], color=colors[pwc], lw=1, alpha=0.6,
-                           marker=".", label=label)
-                first = False
-    for ax in (left, right):
-        size_axis(ax, entries)
-    left.set_ylabel("DRAM reads per walk")
-    left.set_ylim(bottom=0)
-    right.set_ylabel("cycles per translation")
-    left.legend()
-    fig.suptitle(f"{name}: page-walk cache on vs off (one line per DTLB associativity and policy)")
+                kw = dict(color=f"C{pwcs.index(pwc)}", ls=styles[policy], marker=".", lw=1.2)
+                top.plot(n, [_nan(r.reads_per_walk) for r in line], **kw)
+                bottom.plot(n, [_nan(r.cycles_per_translation) for r in line], **kw)
+        top.set_title(_ways_title(None if w == "full" else int(w)) + (DIRECT_MAPPED_NOTE if direct else ""),
+                      fontsize="medium")
+        for ax in (top, bottom):
+            size_axis(ax, entries)
+        top.set_ylim(bottom=0)
+    grid[0][0].set_ylabel("DRAM reads per walk")
+    grid[1][0].set_ylabel("cycles per translation")
+    handles = [Line2D([], [], color=f"C{i}", label="PWC off" if pwc == 0 else f"PWC {pwc} entries")
+               for i, pwc in enumerate(pwcs)]
+    handles += [Line2D([], [], color="0.3", ls=styles[policy], label=policy.value) for policy in policies]
+    grid[0][-1].legend(handles=handles, fontsize="small")
+    fig.suptitle(f"{name}: page-walk cache on vs off, one panel per DTLB associativity")
     paths.append(out / "pwc.png")
     fig.savefig(paths[-1], dpi=110)
     return paths
