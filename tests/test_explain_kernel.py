@@ -26,6 +26,8 @@ spawn app
 mmap anon 64K
 mmap f 1M file=/data/f private
 mmap g 1M file=/data/f shared
+file /data/cold 1M
+mmap cold 1M file=/data/cold private
 malloc cowbuf 64K
 touch cowbuf
 fork child
@@ -98,7 +100,7 @@ def test_write_after_fork_copies_and_flushes_the_old_translation(workload):
 
 def test_file_page_comes_from_disk_then_from_the_page_cache(workload):
     k, task = _app(workload)
-    fp = _fault(k, task, task.vars["f"][0] + 8 * PAGE_SIZE, Access.READ)
+    fp = _fault(k, task, task.vars["cold"][0], Access.READ)  # a file nothing has read yet
     assert fp.path == "file-disk" and fp.major
     # `load g 0 4K` read page 0 of the same file through the other mapping: it is cached now
     fp = _fault(k, task, task.vars["f"][0], Access.READ)

@@ -283,8 +283,7 @@ def move_page_tables(k, task, old: int, new: int, length: int) -> None:
         pfn = pte_pfn(value)
         if value & P and pfn != k.zero_pfn:
             page = k.pages[pfn]
-            page.rmap.discard((mm, va))
-            page.rmap.add((mm, dst))
+            page.rmap[page.rmap.index((mm, va))] = (mm, dst)  # the same mapping, moved
     for va in [va for va in task.stamps if old <= va < old + length]:
         task.stamps[new + (va - old)] = task.stamps.pop(va)
 

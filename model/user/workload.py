@@ -322,13 +322,14 @@ class Runner:
         self._ran_in = None  # the process the operation being run belongs to, set by _do
         self._skipped = False
 
-    def run(self, ops: list[Op]) -> None:
-        """Run the operations, then every ``AFTER_RUN`` check on the kernel they leave.
+    def run(self, ops: list[Op], env: dict | None = None) -> None:
+        """Run the operations (``env``: the ``$i`` of an enclosing repeat), then every ``AFTER_RUN`` check on
+        the kernel they leave.
 
         A kernel panic ends the run at the operation that caused it; the rest never runs.
         """
         try:
-            self._run(ops, None)
+            self._run(ops, env)
         except KernelPanic:
             self._drain_dmesg()
             self.note(f"{self.k.decisions.where}: the kernel panicked; the remaining operations did not run")
