@@ -128,6 +128,7 @@ def plan(seed: int, seeds: int, random_only: bool) -> list[Step]:
 
 def run_steps(steps: list[Step], ops: int | None) -> dict:
     """Child side: run ``steps`` in order on this tree, stop at the first failure."""
+    from model.config import PRESETS
     from sim import regression as G
     from sim import runner as R
 
@@ -135,7 +136,7 @@ def run_steps(steps: list[Step], ops: int | None) -> dict:
         params = dict(G.PARAMS.get((step.test, step.config)) or {})
         if ops and step.kind == "random":
             params["ops"] = ops
-        out = R.run_test(step.module, step.test, R.CONFIGS[step.config], step.config, seed=step.seed,
+        out = R.run_test(step.module, step.test, PRESETS[step.config], step.config, seed=step.seed,
                          test_id=f"{step.test}-{step.config}-{step.seed}", params=params,
                          replay=f"python -m sim.mutants --seed {step.seed}")
         if not out.passed:
