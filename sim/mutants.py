@@ -129,6 +129,7 @@ def plan(seed: int, seeds: int, random_only: bool) -> list[Step]:
 
 def run_steps(steps: list[Step], ops: int | None) -> dict:
     """Child side: run ``steps`` in order on this tree, stop at the first failure."""
+    from model.config import PRESETS
     from sim import regression as G
     from sim import runner as R
 
