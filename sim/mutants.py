@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.config import PRESETS
 from model.errors import UserError
 
 CATALOGUE = Path(__file__).with_name("mutants.toml")
