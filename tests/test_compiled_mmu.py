@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import trace_strategies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,16 +22,8 @@ _PAGES = ([0x400000 + (i << 12) for i in range(24)]
           + [0x800000, 0x40000000, 0x7FFF0000000, 0x1FFF000000, 0xFFFF800000000000, 0x800000000000])
 
 
-@st.composite
-def traces(draw):
-    runs = draw(st.lists(st.tuples(st.integers(0, len(_PAGES) - 1), st.sampled_from([R, W, F]),
-                                   st.integers(1, 3), st.integers(0, 4095)), min_size=1, max_size=120))
-    vaddr, access = [], []
-    for page, acc, repeat, offset in runs:
-        for _ in range(repeat):
-            vaddr.append(_PAGES[page] + offset)
-            access.append(draw(st.sampled_from([acc, acc, R, W])) if acc != F else F)
-    return Trace.from_arrays(vaddr, access)
+def traces():
+    return trace_strategies.traces(_PAGES, max_repeat=3, max_runs=120)
 
 
 def cfg(dtlb, itlb, policy, pwc, model_only=False) -> MMUConfig:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trace_strategies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,16 +151,8 @@ _PAGES = [0x400000, 0x401000, 0x402000, 0x403000, 0x800000, 0x7FFF0000000, 0x1FF
           0x800000000000]  # the last is non-canonical
 
 
-@st.composite
-def traces(draw):
-    runs = draw(st.lists(st.tuples(st.integers(0, len(_PAGES) - 1), st.sampled_from([R, W, F]),
-                                   st.integers(1, 4), st.integers(0, 4095)), min_size=1, max_size=60))
-    vaddr, access = [], []
-    for page, acc, repeat, offset in runs:
-        for _ in range(repeat):
-            vaddr.append(_PAGES[page] + offset)
-            access.append(draw(st.sampled_from([acc, acc, R, W])) if acc != F else F)
-    return Trace.from_arrays(vaddr, access)
+def traces():
+    return trace_strategies.traces(_PAGES, max_repeat=4, max_runs=60)
 
 
 @pytest.mark.parametrize("policy", [p.value for p in Policy])
